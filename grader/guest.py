@@ -122,7 +122,7 @@ class Guest:
             "-serial", "chardev:ctl",
         ]
 
-    def start(self) -> "Guest":
+    def start(self) -> Guest:
         self.workdir.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
         listeners = []
@@ -149,7 +149,7 @@ class Guest:
             for ls in listeners:
                 conn, _ = ls.accept()
                 self._socks.append(conn)
-        except (socket.timeout, OSError) as e:
+        except (TimeoutError, OSError) as e:
             self.close()
             raise GuestError(f"QEMU did not connect its serial ports: {self._qemu_log()}") from e
         finally:
@@ -175,7 +175,7 @@ class Guest:
         self.boot_s = time.monotonic() - t0
         return self
 
-    def __enter__(self) -> "Guest":
+    def __enter__(self) -> Guest:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     """Outcome of one check or one stage.
 
     PASSED / FAILED are the student's module doing or not doing what the check looks for.
@@ -130,13 +130,13 @@ class GradeResult:
         d = dataclasses.asdict(self)
         d["score"] = self.score
         d["max_score"] = self.max_score
-        for e, ed in zip(self.exercises, d["exercises"]):
+        for e, ed in zip(self.exercises, d["exercises"], strict=True):
             ed["score"] = e.score
             ed["max_score"] = e.max_score
         return _plain(d)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "GradeResult":
+    def from_dict(cls, d: dict[str, Any]) -> GradeResult:
         """Rebuild a result from its JSON form (to re-render a report later)."""
         ex = []
         for e in d.get("exercises", []):

@@ -1,0 +1,20 @@
+"""JSON form of a grade: the complete record, from which every other report can be rebuilt."""
+from __future__ import annotations
+
+import json
+
+from grader.model import GradeResult
+
+
+def render_json(result: GradeResult) -> str:
+    """The result's to_dict() as indented JSON with sorted keys.
+
+    ensure_ascii stays on: text decoded with surrogateescape (raw bytes of a student's
+    output) is then written as \\udcXX escapes instead of failing to encode as UTF-8.
+    """
+    return json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n"
+
+
+def load_json(text: str) -> GradeResult:
+    """Rebuild a GradeResult from render_json's output (to re-render a saved grade)."""
+    return GradeResult.from_dict(json.loads(text))
