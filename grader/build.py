@@ -24,6 +24,7 @@ from grader.provision import Kernel, root_dir
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
 COMPAT_HEADER = "grader_compat.h"
+SRC = "src"
 BUILD_TIMEOUT_S = 180
 # The compatibility header maps what code written for older kernels uses onto the profile.
 COMPAT_TEXT = """\
@@ -72,7 +73,7 @@ class BuildResult:
         return [d for d in self.diagnostics if d.severity == "warning"]
 
 
-_DIAG = re.compile(r"^/mod/(?P<file>[^:\s]+):(?P<line>\d+):(?:(?P<col>\d+):)?\s*"
+_DIAG = re.compile(r"^/mod/(?:src/)?(?P<file>[^:\s]+):(?P<line>\d+):(?:(?P<col>\d+):)?\s*"
                    r"(?P<sev>fatal error|error|warning|note):\s*(?P<msg>.*)$")
 _MODPOST = re.compile(r"^(?:ERROR|WARNING): modpost: (?P<msg>.*)$")
 
@@ -89,19 +90,20 @@ def parse_diagnostics(log: str) -> list[Diagnostic]:
         m = _MODPOST.match(line)
         if m:
             sev = "error" if line.startswith("ERROR") else "warning"
-            out.append(Diagnostic(sev, "(modpost)", 0, 0, m["msg"].replace("/mod/", "")))
+            out.append(Diagnostic(sev, "(modpost)", 0, 0, m["msg"].replace("/mod/src/", "").replace("/mod/", "")))
     return out
 
 
 def kbuild_text(req: BuildRequest) -> str:
-    lines = [f"obj-m := {req.module}.o"]
-    if req.objects != [f"{req.module}.o"]:
-        lines.append(f"{req.module}-y := {' '.join(req.objects)}")
-    flags = ["-g", *req.cflags]
+    # The sources live in src/ so that the module is always a composite object: a module named
+    # like one of its own files (taskmonitor.o made of taskmonitor.c + util.c) would otherwise
+    # be a circular dependency in Kbuild.
+    objs = " ".join(f"{SRC}/{o}" for o in req.objects)
+    flags = ["-g", f"-I$(src)/{SRC}", *req.cflags]
     if req.compat:
         flags += ["-include", f"$(src)/{COMPAT_HEADER}"]
-    lines.append(f"ccflags-y += {' '.join(flags)}")
-    return "\n".join(lines) + "\n"
+    return (f"obj-m := {req.module}.o\n{req.module}-y := {objs}\n"
+            f"ccflags-y += {' '.join(flags)}\n")
 
 
 def _prepare(req: BuildRequest) -> Path:
@@ -115,8 +117,8 @@ def _prepare(req: BuildRequest) -> Path:
         if src.is_file() and not src.is_symlink() and src.suffix in (".c", ".h"):
             rel = src.relative_to(req.sources)
             if all(SAFE_NAME.match(p) for p in rel.parts):
-                (build / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, build / rel)
+                (build / SRC / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, build / SRC / rel)
     (build / "Kbuild").write_text(kbuild_text(req))
     if req.compat:
         (build / COMPAT_HEADER).write_text(COMPAT_TEXT)

@@ -275,6 +275,7 @@ class Guest:
         except OSError as e:
             raise GuestDied(self._death_reason(), self.console_lines[-60:]) from e
         deadline = time.monotonic() + timeout + 5.0
+        fatal_since = 0.0
         with self._cond:
             while True:
                 # bytes(): a match on a bytearray reads its groups lazily from the buffer,
@@ -299,8 +300,14 @@ class Guest:
                         if check and not res.ok:
                             raise GuestError(f"guest command failed: {command!r}: {res.stderr}")
                         return res
-                if not self.alive or self.fatal is not None and self._fatal_settled():
+                if not self.alive:
                     break
+                if self.fatal is not None:
+                    # oops=panic: the kernel panics and QEMU exits within a moment; wait for
+                    # that (the lock is released while waiting) so the whole report is read.
+                    fatal_since = fatal_since or time.monotonic()
+                    if time.monotonic() - fatal_since > 5:
+                        break
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise GuestHung(
@@ -309,13 +316,6 @@ class Guest:
                     )
                 self._cond.wait(timeout=min(left, 0.5))
         raise GuestDied(self._death_reason(), self.console_lines[-80:])
-
-    def _fatal_settled(self) -> bool:
-        # After an oops, oops=panic makes the kernel panic and QEMU exit within a moment;
-        # give it that moment so the whole report reaches the console log.
-        if self.alive:
-            self._proc.wait(timeout=3) if self._proc else None  # type: ignore[func-returns-value]
-        return True
 
     def _death_reason(self) -> str:
         if self.fatal is not None:

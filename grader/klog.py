@@ -23,7 +23,7 @@ PATTERNS: tuple[tuple[str, str, re.Pattern[str]], ...] = tuple(
         ("list_corruption", "error", r"list_(?:add|del) corruption"),
         # SLUB's own reports: "BUG task_sample (Tainted: G O): Poison overwritten", ...
         ("slab_poison", "error", r"^BUG [\w:.\-]+ \([^)]*\): "),
-        ("slab_leak", "error", r"Objects remaining in \S+ on __kmem_cache_shutdown|"
+        ("slab_leak", "error", r"Objects remaining (?:in \S+ )?on __kmem_cache_shutdown|"
                                r"kmem_cache_destroy \S+: Slab cache still has objects"),
         ("bug", "error", r"\bBUG:"),
         ("kernel_bug", "fatal", r"kernel BUG at"),

@@ -1,0 +1,132 @@
+"""The grading pipeline: intake -> build -> inspect -> run -> score; each stage timed."""
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from grader import __version__, session
+from grader.checks.context import Context
+from grader.checks.runner import run_checks
+from grader.errors import GraderError
+from grader.model import GradeResult, StageResult, Stamp, Status
+from grader.rubric import Rubric, load_rubric
+
+
+@dataclass
+class RunOptions:
+    submission: Path
+    outdir: Path
+    profile: str | None = None
+    rubric: str = "tp07"
+    compat: bool | None = None  # None: as the rubric says
+    module_name: str | None = None
+    cflags: tuple[str, ...] = ()
+
+
+class _Stages:
+    def __init__(self) -> None:
+        self.items: list[StageResult] = []
+
+    def add(self, name: str, status: Status, t0: float, detail: str = "") -> None:
+        self.items.append(StageResult(name, status, round(time.monotonic() - t0, 3), detail))
+
+
+def grade(opts: RunOptions, progress: Callable[[str], None] = lambda _m: None) -> GradeResult:
+    """Grade one submission. Raises GraderError only when grading itself cannot happen
+    (unknown rubric or profile, unusable environment, an input that is not a submission)."""
+    from grader.inspect_ko import generation_note, inspect_ko, source_hints
+    from grader.intake import intake
+
+    rubric: Rubric = load_rubric(opts.rubric)
+    stages = _Stages()
+    work = opts.outdir / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+
+    t0 = time.monotonic()
+    sub = intake(opts.submission, work, module_name=opts.module_name or rubric.module)
+    stages.add("intake", Status.PASSED, t0, f"{sub.kind}: {sub.module_name} ({len(sub.sources)} source files)")
+    progress(f"intake: {sub.kind} module {sub.module_name}")
+
+    t0 = time.monotonic()
+    env = session.prepare(opts.profile, progress=progress)
+    stages.add("environment", Status.PASSED, t0, f"{env.profile.name}: {env.kernel.release}")
+
+    compat = rubric.compat if opts.compat is None else opts.compat
+    notes = list(sub.notes)
+    result = GradeResult(
+        submission=str(opts.submission),
+        stamp=Stamp(grader_version=__version__, profile=env.profile.name,
+                    kernel_release=env.kernel.release, kernel_package=env.kernel.version,
+                    qemu_version=env.qemu, accel=env.accel, rubric=rubric.name,
+                    rubric_digest=rubric.digest, submission_digest=sub.digest),
+        notes=notes,
+    )
+    build = None
+    ko = sub.ko
+    hints = None
+    if sub.kind == "source":
+        hints = source_hints(list(sub.sources))
+        gen = generation_note(hints, env.profile.name)
+        if gen:
+            notes.append(gen)
+        t0 = time.monotonic()
+        progress("build")
+        build = session.build(env, sub.root, sub.module_name, list(sub.objects), work,
+                              list(opts.cflags), compat=compat)
+        stages.add("build", build.status, t0, f"{len(build.errors)} error(s), "
+                   f"{len(build.warnings)} warning(s)")
+        result.build_log, result.build_command = build.log, build.command
+        result.diagnostics = build.diagnostics
+        if compat:
+            notes.append("built with the compatibility header (cputime_t as u64; one-argument "
+                         "register_shrinker on 6.0-6.6)")
+        if build.ko:
+            ko = opts.outdir / f"{sub.module_name}.ko"
+            shutil.copyfile(build.ko, ko)
+            result.artifacts["ko"] = str(ko)
+        result.artifacts["build_log"] = str(work / "build.log")
+    else:
+        notes.append("prebuilt .ko: no build and no source checks; the module must match "
+                     f"the profile's kernel ({env.kernel.release})")
+
+    info = None
+    if ko is not None:
+        t0 = time.monotonic()
+        info = inspect_ko(ko)
+        stages.add("inspect", Status.PASSED, t0, f"{len(info.imports)} imports, "
+                   f"{len(info.inlined)} inlined functions")
+        if sub.kind == "ko" and info.vermagic and env.kernel.release not in info.vermagic:
+            notes.append(f"the .ko was built for '{info.vermagic}', not {env.kernel.release}")
+
+    def boot_guest():  # type: ignore[no-untyped-def]
+        assert ko is not None
+        return session.boot(env, {sub.module_name: ko}, opts.outdir / "guest" / str(ctx.boots + 1))
+
+    ctx = Context(rubric=rubric, module=sub.module_name, ko=ko, info=info, hints=hints,
+                  build=build, boot_guest=boot_guest, prebuilt=sub.kind == "ko", progress=progress)
+    t0 = time.monotonic()
+    result.exercises = run_checks(ctx, rubric)
+    stages.add("run", Status.PASSED, t0, f"{ctx.boots} guest boot(s)"
+               + (f", boot {min(ctx.boot_times):.1f} s" if ctx.boot_times else ""))
+    for i, log in enumerate(ctx.logs, 1):
+        path = opts.outdir / "guest" / str(i) / "console.log"
+        if path.exists():
+            result.artifacts[f"console_{i}"] = str(path)
+    errors = [c for e in result.exercises for c in e.checks if c.status is Status.ERROR]
+    result.complete = not errors and all(s.status is not Status.ERROR for s in stages.items)
+    result.stages = stages.items
+    return result
+
+
+def safe_grade(opts: RunOptions, progress: Callable[[str], None] = lambda _m: None) -> GradeResult:
+    """grade(), letting only GraderError through (a bug of ours is a GraderError too)."""
+    try:
+        return grade(opts, progress)
+    except GraderError:
+        raise
+    except Exception as e:
+        raise GraderError(f"internal error while grading {opts.submission}: {e!r}") from e

@@ -1,0 +1,71 @@
+"""Glue between provisioning, build and guest: a ready environment for one kernel profile."""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from grader import initramfs, provision
+from grader.build import BuildRequest, BuildResult, build_module
+from grader.errors import EnvironmentProblem
+from grader.guest import BootSpec, Guest, qemu_version
+from grader.profiles import Profile, cache_root, load_profile, project_root
+
+REFERENCE_DIR = "reference/taskmonitor"
+
+
+@dataclass(frozen=True)
+class Environment:
+    profile: Profile
+    kernel: provision.Kernel
+    base_initrd: Path
+    accel: str
+    qemu: str
+
+
+def prepare(profile_name: str | None = None, *, auto_setup: bool = True,
+            progress: provision.Progress = provision._stderr) -> Environment:
+    """The profile's kernel, build root and guest image, provisioned on first use."""
+    profile = load_profile(profile_name)
+    try:
+        kernel = provision.load_kernel(profile)
+        if not (provision.root_dir(profile.build_suite) / ".grader-root.json").exists():
+            raise EnvironmentProblem(f"the {profile.build_suite} build root is missing")
+        if provision.missing_host_packages():
+            raise EnvironmentProblem("host packages missing")
+    except EnvironmentProblem:
+        if not auto_setup:
+            raise
+        progress(f"profile {profile.name} is not set up yet: running `grader setup --profile {profile.name}`")
+        provision.setup([profile.name], progress=progress)
+        kernel = provision.load_kernel(profile)
+    base = initramfs.build_base(cache_root())
+    return Environment(profile, kernel, base, provision.chosen_accel(), qemu_version())
+
+
+def build(env: Environment, sources: Path, module: str, objects: list[str], workdir: Path,
+          cflags: list[str] | None = None, compat: bool = False) -> BuildResult:
+    req = BuildRequest(sources=sources, module=module, objects=objects, workdir=workdir,
+                       cflags=list(cflags or []), compat=compat)
+    return build_module(req, env.profile, env.kernel)
+
+
+def build_reference(env: Environment, workdir: Path, stage: int = 7) -> BuildResult:
+    """The reference module at the end of exercise `stage` (1..7)."""
+    src = project_root() / REFERENCE_DIR
+    return build(env, src, "taskmonitor", ["taskmonitor.o"], workdir, [f"-DTM_STAGE={stage}"])
+
+
+def boot(env: Environment, modules: dict[str, Path], workdir: Path | None = None,
+         extra_cmdline: tuple[str, ...] = (), boot_timeout: float = 60.0) -> Guest:
+    """A guest (not started yet: use it as a context manager) with the modules under /mod."""
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="grader-guest-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    initrd = initramfs.with_modules(
+        env.base_initrd, {f"{n}.ko": p.read_bytes() for n, p in modules.items()},
+        workdir / "initrd.img",
+    )
+    spec = BootSpec(kernel=env.kernel.vmlinuz_path, initrd=initrd, cmdline=env.profile.cmdline,
+                    memory_mib=env.profile.memory_mib, cpus=env.profile.cpus, accel=env.accel,
+                    extra_cmdline=extra_cmdline)
+    return Guest(spec, workdir, boot_timeout=boot_timeout)
