@@ -544,21 +544,16 @@ def _rel(p: Path, dest: Path) -> str:
 def _locate(dest: Path, digest: str, module_name: str | None, notes: list[str]) -> Submission:
     dirs = _survey(dest)
     with_c = [d for d in dirs.values() if d.kernel_c]
-    if not with_c:
+    # A Kbuild may name objects in subfolders (`tm-y := src/main.o`): its folder need hold no .c.
+    with_kbuild = [d for d in dirs.values() if d.kbuild and _usable_kbuild(d)]
+    if not with_c and not with_kbuild:
         seen = [_rel(p, dest) for p in _walk_tree(dest)]
         listing = ", ".join(seen[:10]) + (", ..." if len(seen) > 10 else "") or "nothing"
         raise SubmissionError(
             f"no C source file of a kernel module found in the submission (found: {listing})"
         )
-    ranked = (
-        [d for d in with_c if d.kbuild and _usable_kbuild(d)]
-        or [d for d in with_c if d.init_c]
-        or with_c
-    )
+    ranked = with_kbuild or [d for d in with_c if d.init_c] or with_c
     chosen = ranked[0] if len(ranked) == 1 else _pick_dir(ranked, module_name, dest)
-    unused = [_rel(d.path, dest) for d in with_c if d is not chosen]
-    if unused:
-        notes.append(f"C files also in {', '.join(unused)}: not part of the module")
     root = chosen.path
     if root != dest:
         notes.append(f"sources found in nested folder {_rel(root, dest)}")
@@ -572,6 +567,9 @@ def _locate(dest: Path, digest: str, module_name: str | None, notes: list[str]) 
     for o in objects:
         if not (root / (o[:-2] + ".c")).is_file():
             notes.append(f"object {o} has no {o[:-2]}.c next to it")
+    unused = [_rel(d.path, dest) for d in with_c if not set(d.kernel_c) & set(sources)]
+    if unused:
+        notes.append(f"C files also in {', '.join(unused)}: not part of the module")
     headers = [p for p in _walk_tree(root) if p.suffix == ".h"]
     return Submission("source", root, name, objects, sources, headers, None, digest, notes)
 

@@ -564,3 +564,13 @@ def test_workdir_inside_the_submission_is_not_copied(tmp_path: Path) -> None:
     ]
     sub2 = intake(src, src / "work")
     assert sub2.digest == sub.digest
+
+
+def test_makefile_naming_objects_in_a_subfolder(tmp_path: Path, work: Path) -> None:
+    makefile = b"obj-m := taskmonitor.o\ntaskmonitor-y := src/taskmonitor.o \\\n   src/util.o\n"
+    members = {"Makefile": makefile, "src/taskmonitor.c": MODULE_C, "src/util.c": UTIL_C}
+    sub = intake(make_tar(tmp_path / "a.tgz", members), work)
+    assert sub.root == work / "src"
+    assert sub.objects == ["src/taskmonitor.o", "src/util.o"]
+    assert sub.sources == [sub.root / "src" / "taskmonitor.c", sub.root / "src" / "util.c"]
+    assert not any("not part of the module" in n for n in sub.notes)

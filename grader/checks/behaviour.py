@@ -35,8 +35,14 @@ def loads(ctx: Context, spec: CheckSpec) -> Outcome:
 @check("unloads")
 def unloads(ctx: Context, spec: CheckSpec) -> Outcome:
     ctx.ensure_loaded()
-    caches = [c for c, (_, mine) in ctx.slab_traces().items() if mine]
-    ctx.facts["slab_loaded"] = ctx.slab_traces(caches) if caches else {}
+    # Where samples can live: the general kmalloc caches (exercises 1-2) and the module's own
+    # cache. Scanning every cache's allocation traces costs seconds under TCG; these suffice.
+    traces = ctx.slab_traces(["kmalloc-[0-9]*", ctx.rubric.slab_cache])
+    caches = [c for c, (_, mine) in traces.items() if mine or c == ctx.rubric.slab_cache]
+    # Objects of the module's own cache are all the module's, whoever called the allocator
+    # (mempool_alloc_slab shows up as the caller with a mempool).
+    ctx.facts["slab_loaded"] = {c: (t, t if c == ctx.rubric.slab_cache else m)
+                                for c, (t, m) in traces.items() if c in caches}
     r = ctx.guest.rmmod(ctx.module, timeout=ctx.timeout("insmod"))  # type: ignore[union-attr]
     ctx.record(f"rmmod {ctx.module}", r, "exit 0")
     if r.timed_out:

@@ -219,25 +219,19 @@ class Context:
             f"/sys/kernel/debug/slab/{c}/alloc_traces /sys/kernel/slab/{c}/alloc_calls"
             for c in (caches or ["*"])
         )
+        # Summed in the guest: the traces carry whole stacks (hundreds of KB through the
+        # serial port); only "<count> <caller> [module] ..." header lines count objects.
+        tag = f"[{self.module}]"
         script = (f"for f in {pattern}; do [ -r \"$f\" ] || continue; "
-                  "echo \"@@ $f\"; cat \"$f\"; done")
+                  f"awk -v f=\"$f\" -v tag={shlex.quote(tag)} "
+                  "'/^ *[0-9]+ /{t+=$1; if (index($0, tag)) m+=$1} END{print f, t+0, m+0}' "
+                  "\"$f\"; done")
         r = self.sh(script, timeout=self.timeout() * 2, quiet=True)
         out: dict[str, tuple[int, int]] = {}
-        cache, total, mine = None, 0, 0
-        tag = f"[{self.module}]"
         for line in r.stdout.splitlines():
-            if line.startswith("@@ "):
-                if cache is not None:
-                    out[cache] = (total, mine)
-                cache, total, mine = line.split("/")[-2], 0, 0
-                continue
-            m = re.match(r"\s*(\d+)\s", line)
-            if m and cache is not None:
-                total += int(m.group(1))
-                if tag in line:
-                    mine += int(m.group(1))
-        if cache is not None:
-            out[cache] = (total, mine)
+            parts = line.split()
+            if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+                out[parts[0].split("/")[-2]] = (int(parts[1]), int(parts[2]))
         return out
 
     def cache_objects(self) -> int | None:

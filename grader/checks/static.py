@@ -37,7 +37,13 @@ def built(ctx: Context, spec: CheckSpec) -> Outcome:
 
 @check("license")
 def license_(ctx: Context, spec: CheckSpec) -> Outcome:
-    lic = ctx.info.license if ctx.info else None
+    if ctx.info is None:
+        log = ctx.build.log if ctx.build else ""
+        if "missing MODULE_LICENSE" in log:
+            return Outcome.fail("no MODULE_LICENSE: modpost refuses the module", 'MODULE_LICENSE("GPL")',
+                                "ERROR: modpost: missing MODULE_LICENSE()", "build log")
+        return Outcome.skip("no module was built")
+    lic = ctx.info.license
     if lic in GPL_COMPATIBLE:
         return Outcome.ok(f'MODULE_LICENSE("{lic}")')
     seen = f'MODULE_LICENSE("{lic}")' if lic else "no MODULE_LICENSE in .modinfo"
