@@ -112,7 +112,7 @@ def grade(opts: RunOptions, progress: Callable[[str], None] = lambda _m: None) -
     result.exercises = run_checks(ctx, rubric)
     stages.add("run", Status.PASSED, t0, f"{ctx.boots} guest boot(s)"
                + (f", boot {min(ctx.boot_times):.1f} s" if ctx.boot_times else ""))
-    for i, log in enumerate(ctx.logs, 1):
+    for i, _log in enumerate(ctx.logs, 1):
         path = opts.outdir / "guest" / str(i) / "console.log"
         if path.exists():
             result.artifacts[f"console_{i}"] = str(path)

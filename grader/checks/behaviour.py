@@ -350,7 +350,7 @@ def debugfs_long(ctx: Context, spec: CheckSpec) -> Outcome:
 def debugfs_short_reads(ctx: Context, spec: CheckSpec) -> Outcome:
     ctx.ensure_loaded()
     path = shlex.quote(ctx.rubric.debugfs)
-    r = ctx.sh(f"dd if={path} bs=7 2>/dev/null > /tmp/a; cat {path} > /tmp/b; "
+    ctx.sh(f"dd if={path} bs=7 2>/dev/null > /tmp/a; cat {path} > /tmp/b; "
                "wc -c < /tmp/a; wc -c < /tmp/b")
     r_a = ctx.sh("cat /tmp/a", quiet=True)
     r_b = ctx.sh("cat /tmp/b; rm -f /tmp/a /tmp/b", quiet=True)
