@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import require_env
 
 from grader.build import BuildRequest, BuildResult, build_module
 from grader.errors import EnvironmentProblem
@@ -57,15 +58,11 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> Builder:
 
     def _build(module: str, profile: str, must_pass: bool = True) -> BuildResult:
         if (module, profile) not in done:
-            prof = load_profile(profile)
-            try:
-                kernel = load_kernel(prof)
-                name = "taskmonitor" if module == "full" else module
-                req = BuildRequest(sources=DATA / module, module=name, objects=MODULES[module],
-                                   workdir=tmp_path_factory.mktemp(f"{module}-{profile}"))
-                done[module, profile] = build_module(req, prof, kernel)
-            except EnvironmentProblem as e:
-                pytest.skip(f"kernel profile {profile} not usable here: {e}")
+            env = require_env(profile)
+            name = "taskmonitor" if module == "full" else module
+            req = BuildRequest(sources=DATA / module, module=name, objects=MODULES[module],
+                               workdir=tmp_path_factory.mktemp(f"{module}-{profile}"))
+            done[module, profile] = build_module(req, env.profile, env.kernel)
         result = done[module, profile]
         if must_pass and result.status != Status.PASSED:
             pytest.fail(f"{module} did not build on {profile} ({result.status}):\n{result.log[-3000:]}")
