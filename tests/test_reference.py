@@ -5,8 +5,8 @@ import re
 import time
 
 import pytest
-
 from conftest import PROFILES
+
 from grader import klog
 from grader.session import boot, build_reference
 
