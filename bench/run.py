@@ -1,0 +1,73 @@
+"""Times `grader run` end to end on the reference and on a crashing variant (median of N).
+
+    python bench/run.py [--profile 6.1] [--runs 3]
+
+The crashing variant is the reference whose debugfs write handler dereferences NULL on
+input that is not a number: the guest panics during ex7.bad_writes, the grader reboots a fresh
+guest and goes on. Also prints where the time goes (the slowest checks of the last run).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from grader.model import GradeResult
+from grader.pipeline import RunOptions, grade
+from grader.profiles import project_root
+
+CRASH = "*(volatile int *)NULL = 0;"
+
+
+def crashing_variant(dst: Path) -> Path:
+    src = (project_root() / "reference/taskmonitor/taskmonitor.c").read_text()
+    # The first error return of the debugfs write handler: reached by a malformed write.
+    m = re.search(r"static ssize_t \w+_write\(", src)
+    j = src.find("return -EINVAL;", m.end()) if m else -1
+    if j < 0:
+        sys.exit("cannot find the write handler to make the crashing variant")
+    dst.mkdir(parents=True, exist_ok=True)
+    (dst / "taskmonitor.c").write_text(src[:j] + CRASH + " " + src[j:])
+    return dst
+
+
+def time_runs(sub: Path, runs: int, profile: str) -> tuple[list[float], GradeResult]:
+    times, result = [], None
+    for _i in range(runs):
+        with tempfile.TemporaryDirectory() as out:
+            t0 = time.monotonic()
+            result = grade(RunOptions(submission=sub, outdir=Path(out), profile=profile))
+            times.append(time.monotonic() - t0)
+    assert result is not None
+    return times, result
+
+
+def show(name: str, times: list[float], r: GradeResult) -> None:
+    print(f"{name:18s} median {statistics.median(times):6.1f} s  (runs: "
+          f"{', '.join(f'{t:.1f}' for t in times)})  score {r.score:g}/{r.max_score:g}")
+    stages = ", ".join(f"{s.name} {s.duration_s:.1f}s" for s in r.stages)
+    print(f"{'':18s} stages: {stages}")
+    slow = sorted((c for e in r.exercises for c in e.checks), key=lambda c: -c.duration_s)[:5]
+    print(f"{'':18s} slowest checks: " + ", ".join(f"{c.id} {c.duration_s:.1f}s" for c in slow))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--profile", default="6.1")
+    ap.add_argument("--runs", type=int, default=3)
+    a = ap.parse_args()
+    qemu = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True)
+    print(f"profile {a.profile}; {qemu.stdout.splitlines()[0]}")
+    ref = project_root() / "reference/taskmonitor"
+    show("reference", *time_runs(ref, a.runs, a.profile))
+    with tempfile.TemporaryDirectory() as tmp:
+        show("crashing variant", *time_runs(crashing_variant(Path(tmp) / "crash"), a.runs, a.profile))
+
+
+if __name__ == "__main__":
+    main()
