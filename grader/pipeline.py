@@ -12,6 +12,7 @@ from grader.checks.context import Context
 from grader.checks.runner import run_checks
 from grader.errors import GraderError
 from grader.model import GradeResult, StageResult, Stamp, Status
+from grader.profiles import load_profile
 from grader.rubric import Rubric, load_rubric
 
 
@@ -41,6 +42,7 @@ def grade(opts: RunOptions, progress: Callable[[str], None] = lambda _m: None) -
     from grader.intake import intake
 
     rubric: Rubric = load_rubric(opts.rubric)
+    load_profile(opts.profile)  # an unknown profile is bad usage: say so before any work
     stages = _Stages()
     work = opts.outdir / "work"
     shutil.rmtree(work, ignore_errors=True)
@@ -110,7 +112,7 @@ def grade(opts: RunOptions, progress: Callable[[str], None] = lambda _m: None) -
                   build=build, boot_guest=boot_guest, prebuilt=sub.kind == "ko", progress=progress)
     t0 = time.monotonic()
     result.exercises = run_checks(ctx, rubric)
-    stages.add("run", Status.PASSED, t0, f"{ctx.boots} guest boot(s)"
+    stages.add("run", Status.PASSED, t0, f"{ctx.boots} guest boot(s), timeouts x{ctx.scale:.2f}"
                + (f", boot {min(ctx.boot_times):.1f} s" if ctx.boot_times else ""))
     for i, _log in enumerate(ctx.logs, 1):
         path = opts.outdir / "guest" / str(i) / "console.log"
