@@ -91,9 +91,6 @@ def grade(opts: RunOptions, progress: Callable[[str], None] = lambda _m: None) -
             shutil.copyfile(build.ko, ko)
             result.artifacts["ko"] = str(ko)
         result.artifacts["build_log"] = str(work / "build.log")
-    else:
-        notes.append("prebuilt .ko: no build and no source checks; the module must match "
-                     f"the profile's kernel ({env.kernel.release})")
 
     info = None
     if ko is not None:
