@@ -23,19 +23,21 @@
  *   /sys/kernel/taskmonitor (0444)
  *     The latest samples, oldest first, one per line:
  *       "pid %d usr %llu sys %llu\n"
- *     usr and sys are the task's cumulative user and system CPU times in
- *     nanoseconds (task_cputime_adjusted()). The output never exceeds
- *     PAGE_SIZE - 1 bytes. Stage 7: monitors in increasing PID order, the
- *     page shared fairly between them (room a monitor leaves unused goes to
- *     the following ones).
+ *     usr and sys are the cumulative user and system CPU times, in
+ *     nanoseconds, of the task with that PID (task_cputime_adjusted(): that
+ *     thread only), sampled at load and then every period_ms by the kthread
+ *     "taskmonitor". The output never exceeds PAGE_SIZE - 1 bytes.
+ *     Stage 7: monitors in increasing PID order, the page shared fairly
+ *     between them (room a monitor leaves unused goes to the next ones).
  *   /sys/kernel/debug/taskmonitor (stage >= 6; 0444, 0644 at stage 7)
  *     read: the whole history, same format, oldest first (per PID, in
  *     increasing PID order, at stage 7). The file position is a stable
- *     (PID, sample number) key, so short reads neither lose nor repeat
- *     lines; only samples reclaimed in the meantime are skipped.
+ *     key (sample number; PID and sample number at stage 7), so short reads
+ *     neither lose nor repeat lines; only samples reclaimed in the meantime
+ *     are skipped.
  *     write (stage 7): "N" starts monitoring PID N, "-N" stops monitoring it
  *     and frees its samples; one trailing newline is allowed. Errors:
- *       -EINVAL  not a decimal integer, or 0
+ *       -EINVAL  not a decimal integer (at most 15 bytes), or 0
  *       -ESRCH   no process with PID N
  *       -EEXIST  PID N already monitored
  *       -ENOENT  "-N" while PID N is not monitored
