@@ -31,8 +31,14 @@ def run_one(ctx: Context, spec: CheckSpec) -> CheckResult:
         out = Outcome.skip(reason)
     else:
         ctx.progress(f"{spec.id}: {spec.title}")
+        guest, mark = ctx.guest, ctx.console_mark()
         try:
             out = REGISTRY[spec.kind](ctx, spec)
+            if out.status is Status.FAILED and guest is not None and guest is ctx.guest:
+                # What the kernel printed (warnings and worse) while the check ran.
+                during = ctx.console_since(mark)[-40:]
+                if during and not any(ev.log for ev in out.evidence):
+                    out.evidence.append(Evidence("kernel log during the check", log=during))
         except GuestDied as e:
             lines = e.log
             idx = next((i for i, ln in enumerate(lines) if klog.classify(ln)
