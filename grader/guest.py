@@ -1,6 +1,7 @@
 """A QEMU guest the grader drives: boot a kernel with modules, run commands, watch the kernel log."""
 from __future__ import annotations
 
+import collections
 import ctypes
 import os
 import re
@@ -10,8 +11,10 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Protocol
 
 from grader import klog
 from grader.errors import GuestError
@@ -19,6 +22,8 @@ from grader.errors import GuestError
 QEMU = "qemu-system-x86_64"
 _RES = re.compile(rb"RES (\S+) (-?\d+) (\d+) (\d+) (\d+) (\d+)\n")
 _READY = re.compile(rb"READY (\S+)\n")
+CONSOLE_LINES_CAP = 100_000
+CONSOLE_FILE_CAP = 32 << 20
 
 
 class GuestDied(Exception):
@@ -77,6 +82,26 @@ def _die_with_parent() -> None:
     libc.prctl(1, signal.SIGKILL, 0, 0, 0)
 
 
+class Process(Protocol):
+    """What the guest needs of a running QEMU: subprocess.Popen has it; a backend that runs
+    QEMU elsewhere (a container) provides the same four methods."""
+
+    pid: int
+
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+    def kill(self) -> None: ...
+
+
+Launcher = Callable[[list[str], IO[bytes]], Process]
+
+
+def host_launcher(argv: list[str], log: IO[bytes]) -> Process:
+    """QEMU as a child process of the grader, killed with it (no orphans)."""
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                            preexec_fn=_die_with_parent)
+
+
 def qemu_version() -> str:
     try:
         out = subprocess.run([QEMU, "--version"], capture_output=True, text=True, timeout=10)
@@ -89,14 +114,16 @@ def qemu_version() -> str:
 class Guest:
     """One booted guest. Use as a context manager: QEMU is always torn down on exit."""
 
-    def __init__(self, spec: BootSpec, workdir: Path, *, boot_timeout: float = 60.0):
+    def __init__(self, spec: BootSpec, workdir: Path, *, boot_timeout: float = 60.0,
+                 launcher: Launcher | None = None):
         self.spec = spec
+        self.launcher: Launcher = launcher or host_launcher
         self.workdir = workdir
         self.boot_timeout = boot_timeout
         self.release = ""
         self.console_lines: list[str] = []
         self.boot_s = 0.0
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: Process | None = None
         self._con = _Channel()
         self._ctl = _Channel()
         self._cond = threading.Condition()
@@ -105,6 +132,9 @@ class Guest:
         self._seq = 0
         self._console_file = None
         self._partial = b""
+        self._console_bytes = 0
+        self.console_dropped = 0
+        self.console_tail: collections.deque[str] = collections.deque(maxlen=400)
         self.fatal: klog.Anomaly | None = None
 
     # ---- lifecycle -------------------------------------------------------------------
@@ -137,10 +167,7 @@ class Guest:
         self._console_file = open(self.workdir / "console.log", "wb")
         qlog = open(self.workdir / "qemu.log", "wb")
         try:
-            self._proc = subprocess.Popen(
-                self.command_line(), stdin=subprocess.DEVNULL, stdout=qlog, stderr=qlog,
-                preexec_fn=_die_with_parent,
-            )
+            self._proc = self.launcher(self.command_line(), qlog)
         except OSError as e:
             raise GuestError(f"cannot start QEMU ({e}): apt-get install -y qemu-system-x86") from e
         finally:
@@ -247,17 +274,34 @@ class Guest:
             self._cond.notify_all()
 
     def _on_console(self, data: bytes) -> None:
-        if self._console_file:
+        # A module flooding the log must not exhaust the grader: past the caps the log is
+        # still scanned for a fatal report, and only its last lines are kept.
+        self._console_bytes += len(data)
+        if self._console_file and self._console_bytes <= CONSOLE_FILE_CAP:
             self._console_file.write(data)
             self._console_file.flush()
         text = self._partial + data
         *lines, self._partial = text.split(b"\n")
+        if len(self._partial) > 65536:
+            lines.append(self._partial)
+            self._partial = b""
         for raw in lines:
-            line = raw.decode("utf-8", errors="replace").rstrip("\r")
-            self.console_lines.append(line)
+            line = raw.decode("utf-8", errors="replace").rstrip("\r")[:2000]
+            if len(self.console_lines) < CONSOLE_LINES_CAP:
+                self.console_lines.append(line)
+            else:
+                self.console_dropped += 1
+                self.console_tail.append(line)
             c = klog.classify(line)
             if c and c[1] == "fatal" and self.fatal is None:
                 self.fatal = klog.Anomaly(c[0], c[1], len(self.console_lines) - 1, line)
+
+    def recent_console(self, n: int = 60) -> list[str]:
+        """The last n console lines, including those past the cap."""
+        if self.console_dropped:
+            return [*self.console_lines[-5:], f"[grader: {self.console_dropped} lines dropped]",
+                    *list(self.console_tail)[-n:]]
+        return self.console_lines[-n:]
 
     # ---- commands --------------------------------------------------------------------
     def run(self, command: str, timeout: float = 10.0, *, check: bool = False) -> CommandResult:
@@ -265,7 +309,7 @@ class Guest:
         the host gives up on the whole guest a little later (GuestHung) and raises GuestDied
         when the guest stops (a panic), without waiting for the timeout."""
         if not self.alive:
-            raise GuestDied(self._death_reason(), self.console_lines[-60:])
+            raise GuestDied(self._death_reason(), self.recent_console(60))
         self._seq += 1
         cid = str(self._seq)
         payload = command.encode()
@@ -273,7 +317,7 @@ class Guest:
         try:
             self._socks[1].sendall(header + payload)
         except OSError as e:
-            raise GuestDied(self._death_reason(), self.console_lines[-60:]) from e
+            raise GuestDied(self._death_reason(), self.recent_console(60)) from e
         deadline = time.monotonic() + timeout + 5.0
         fatal_since = 0.0
         with self._cond:
@@ -312,10 +356,10 @@ class Guest:
                 if left <= 0:
                     raise GuestHung(
                         f"no answer to {command!r} within {timeout + 5:.0f} s",
-                        self.console_lines[-60:],
+                        self.recent_console(60),
                     )
                 self._cond.wait(timeout=min(left, 0.5))
-        raise GuestDied(self._death_reason(), self.console_lines[-80:])
+        raise GuestDied(self._death_reason(), self.recent_console(80))
 
     def _death_reason(self) -> str:
         if self.fatal is not None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grader import __version__, session
+from grader.backends import get_backend
 from grader.checks.context import Context
 from grader.checks.runner import run_checks
 from grader.errors import GraderError
@@ -25,6 +26,7 @@ class RunOptions:
     compat: bool | None = None  # None: as the rubric says
     module_name: str | None = None
     cflags: tuple[str, ...] = ()
+    backend: str = "host"
 
 
 class _Stages:
@@ -55,7 +57,10 @@ def grade(opts: RunOptions, progress: Callable[[str], None] = lambda _m: None) -
 
     t0 = time.monotonic()
     env = session.prepare(opts.profile, progress=progress)
-    stages.add("environment", Status.PASSED, t0, f"{env.profile.name}: {env.kernel.release}")
+    backend = get_backend(opts.backend)
+    backend.prepare(env.profile, env.kernel)
+    stages.add("environment", Status.PASSED, t0,
+               f"{env.profile.name}: {env.kernel.release}, backend {backend.name}")
 
     compat = rubric.compat if opts.compat is None else opts.compat
     notes = list(sub.notes)
@@ -64,7 +69,8 @@ def grade(opts: RunOptions, progress: Callable[[str], None] = lambda _m: None) -
         stamp=Stamp(grader_version=__version__, profile=env.profile.name,
                     kernel_release=env.kernel.release, kernel_package=env.kernel.version,
                     qemu_version=env.qemu, accel=env.accel, rubric=rubric.name,
-                    rubric_digest=rubric.digest, submission_digest=sub.digest),
+                    rubric_digest=rubric.digest, submission_digest=sub.digest,
+                    backend=backend.name),
         notes=notes,
     )
     build = None
@@ -78,7 +84,7 @@ def grade(opts: RunOptions, progress: Callable[[str], None] = lambda _m: None) -
         t0 = time.monotonic()
         progress("build")
         build = session.build(env, sub.root, sub.module_name, list(sub.objects), work,
-                              list(opts.cflags), compat=compat)
+                              list(opts.cflags), compat=compat, backend=backend)
         stages.add("build", build.status, t0, f"{len(build.errors)} error(s), "
                    f"{len(build.warnings)} warning(s)")
         result.build_log, result.build_command = build.log, build.command
@@ -103,12 +109,16 @@ def grade(opts: RunOptions, progress: Callable[[str], None] = lambda _m: None) -
 
     def boot_guest():  # type: ignore[no-untyped-def]
         assert ko is not None
-        return session.boot(env, {sub.module_name: ko}, opts.outdir / "guest" / str(ctx.boots + 1))
+        return session.boot(env, {sub.module_name: ko}, opts.outdir / "guest" / str(ctx.boots + 1),
+                            backend=backend)
 
     ctx = Context(rubric=rubric, module=sub.module_name, ko=ko, info=info, hints=hints,
                   build=build, boot_guest=boot_guest, prebuilt=sub.kind == "ko", progress=progress)
     t0 = time.monotonic()
-    result.exercises = run_checks(ctx, rubric)
+    try:
+        result.exercises = run_checks(ctx, rubric)
+    finally:
+        backend.cleanup()
     stages.add("run", Status.PASSED, t0, f"{ctx.boots} guest boot(s), timeouts x{ctx.scale:.2f}"
                + (f", boot {min(ctx.boot_times):.1f} s" if ctx.boot_times else ""))
     for i, _log in enumerate(ctx.logs, 1):

@@ -26,6 +26,7 @@ examples:
   grader run carol.tgz --compat                    code using cputime_t / one-argument register_shrinker
   grader run dave.tgz --json                       the whole result as JSON on stdout
   grader run a.tgz b.tgz c.tgz --out out/          several submissions, one report folder each
+  grader run e.tgz --backend docker                build and guest inside Docker containers
 
 exit status: 0 when grading completed, whatever the score; 2 bad usage or rubric/profile;
 3 not a submission; 4 the environment is missing something (the message says what to do).
@@ -58,6 +59,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                              "(e.g. grading 2017-2018 code on 6.1); the report says so")
     compat.add_argument("--no-compat", dest="compat", action="store_false",
                         help="never use the compatibility header, whatever the rubric says")
+    p.add_argument("--backend", "-b", default="host", choices=["host", "docker"],
+                   help="where the build and the guest run: host (default: bubblewrap and a "
+                        "QEMU child process, no container engine needed) or docker (both in "
+                        "containers; needs a running Docker engine); e.g. --backend docker")
     p.add_argument("--module", metavar="NAME",
                    help="module name when the submission does not say (default: the rubric's)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
@@ -83,7 +88,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             out = Path("grader-out") / name
         opts = RunOptions(submission=path, outdir=out, profile=args.profile, rubric=args.rubric,
-                          compat=args.compat, module_name=args.module)
+                          compat=args.compat, module_name=args.module, backend=args.backend)
         result = safe_grade(opts, progress)
         written = write_reports(result, out, formats)
         if args.json:

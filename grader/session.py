@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grader import initramfs, provision
+from grader.backends import Backend
 from grader.build import BuildRequest, BuildResult, build_module
 from grader.errors import EnvironmentProblem
 from grader.guest import BootSpec, Guest, qemu_version
@@ -44,9 +45,12 @@ def prepare(profile_name: str | None = None, *, auto_setup: bool = True,
 
 
 def build(env: Environment, sources: Path, module: str, objects: list[str], workdir: Path,
-          cflags: list[str] | None = None, compat: bool = False) -> BuildResult:
+          cflags: list[str] | None = None, compat: bool = False,
+          backend: Backend | None = None) -> BuildResult:
     req = BuildRequest(sources=sources, module=module, objects=objects, workdir=workdir,
                        cflags=list(cflags or []), compat=compat)
+    if backend is not None:
+        return backend.build(req, env.profile, env.kernel)
     return build_module(req, env.profile, env.kernel)
 
 
@@ -57,7 +61,8 @@ def build_reference(env: Environment, workdir: Path, stage: int = 7) -> BuildRes
 
 
 def boot(env: Environment, modules: dict[str, Path], workdir: Path | None = None,
-         extra_cmdline: tuple[str, ...] = (), boot_timeout: float = 60.0) -> Guest:
+         extra_cmdline: tuple[str, ...] = (), boot_timeout: float = 60.0,
+         backend: Backend | None = None) -> Guest:
     """A guest (not started yet: use it as a context manager) with the modules under /mod."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix="grader-guest-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -68,4 +73,5 @@ def boot(env: Environment, modules: dict[str, Path], workdir: Path | None = None
     spec = BootSpec(kernel=env.kernel.vmlinuz_path, initrd=initrd, cmdline=env.profile.cmdline,
                     memory_mib=env.profile.memory_mib, cpus=env.profile.cpus, accel=env.accel,
                     extra_cmdline=extra_cmdline)
-    return Guest(spec, workdir, boot_timeout=boot_timeout)
+    return Guest(spec, workdir, boot_timeout=boot_timeout,
+                 launcher=backend.launcher() if backend else None)

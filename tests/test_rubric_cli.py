@@ -71,7 +71,7 @@ def test_run_help_explains_every_option_with_examples(capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     for opt in ("--profile", "--rubric", "--out", "--format", "--json", "--verbose", "--compat",
-                "--no-compat", "--module", "--quiet"):
+                "--no-compat", "--module", "--quiet", "--backend"):
         assert opt in out
     assert "examples:" in out and "grader run reference/taskmonitor" in out
 
