@@ -40,7 +40,8 @@ class _Stages:
 def grade(opts: RunOptions, progress: Callable[[str], None] = lambda _m: None) -> GradeResult:
     """Grade one submission. Raises GraderError only when grading itself cannot happen
     (unknown rubric or profile, unusable environment, an input that is not a submission)."""
-    from grader.inspect_ko import generation_note, inspect_ko, source_hints
+    from grader.hints import generation_note, source_hints
+    from grader.inspect_ko import inspect_ko
     from grader.intake import intake
 
     rubric: Rubric = load_rubric(opts.rubric)

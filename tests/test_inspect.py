@@ -12,16 +12,8 @@ from conftest import require_env
 
 from grader.build import BuildRequest, BuildResult, build_module
 from grader.errors import EnvironmentProblem
-from grader.inspect_ko import (
-    KoInfo,
-    SourceHints,
-    find_api,
-    generation_note,
-    inspect_ko,
-    match_any,
-    source_hints,
-    unpaired,
-)
+from grader.hints import SourceHints, generation_note, source_hints
+from grader.inspect_ko import KoInfo, find_api, inspect_ko, match_any, unpaired
 from grader.model import Status
 from grader.profiles import load_profile
 from grader.provision import load_kernel

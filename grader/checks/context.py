@@ -58,7 +58,7 @@ class Context:
     module: str
     ko: Path | None
     info: Any  # grader.inspect_ko.KoInfo | None
-    hints: Any  # grader.inspect_ko.SourceHints | None
+    hints: Any  # grader.hints.SourceHints | None
     build: Any  # grader.build.BuildResult | None
     boot_guest: Callable[[], Guest]  # makes a new (not started) guest with the module in /mod
     prebuilt: bool = False
