@@ -73,6 +73,8 @@ class Context:
     boots: int = 0
     boot_times: list[float] = field(default_factory=list)
     evidence: list[Evidence] = field(default_factory=list)
+    check_guest: Guest | None = None  # the guest and console position when the check began
+    check_mark: int = 0
     _line: re.Pattern[str] | None = None
 
     # ---- parameters ------------------------------------------------------------------
@@ -114,8 +116,12 @@ class Context:
         if g is None:
             return
         if crashed and self.logs and self.logs[-1].lines is g.console_lines:
-            fatal = g.fatal
-            self.logs[-1].crash_line = fatal.line_no if fatal else len(g.console_lines)
+            # Everything the kernel printed from the start of the check that crashed (or hung)
+            # belongs to that crash: the check is CRASHED/TIMED_OUT, the log check does not
+            # count it a second time.
+            fatal = g.fatal.line_no if g.fatal else len(g.console_lines)
+            start = self.check_mark if self.check_guest is g else fatal
+            self.logs[-1].crash_line = min(start, fatal)
         g.close()
         self.guest, self.loaded = None, False
 

@@ -32,6 +32,7 @@ def run_one(ctx: Context, spec: CheckSpec) -> CheckResult:
     else:
         ctx.progress(f"{spec.id}: {spec.title}")
         guest, mark = ctx.guest, ctx.console_mark()
+        ctx.check_guest, ctx.check_mark = guest, mark
         try:
             out = REGISTRY[spec.kind](ctx, spec)
             if out.status is Status.FAILED and guest is not None and guest is ctx.guest:
