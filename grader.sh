@@ -31,8 +31,9 @@ fi
 
 if [ "${1:-}" = "test" ]; then
     shift
-    # Every profile is provisioned first: the tests build and boot on all three kernels.
-    "$venv/bin/grader" setup --all
+    # Every profile is provisioned first (the tests build and boot on all three kernels), and
+    # the docker backend too: its tests run a Docker engine, started here if needed.
+    "$venv/bin/grader" setup --all --docker
     exec "$venv/bin/python" -m pytest -ra "$@"
 fi
 exec "$venv/bin/grader" "$@"

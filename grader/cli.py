@@ -10,7 +10,7 @@ from pathlib import Path
 
 from grader import __version__
 from grader.errors import GraderError
-from grader.profiles import DEFAULT_PROFILE, available_profiles
+from grader.profiles import DEFAULT_PROFILE, available_profiles, load_profile
 
 EXIT_CODES = """exit status:
   0  the command did its job (for `run`: grading completed, whatever the score)
@@ -39,6 +39,15 @@ def cmd_setup(args: argparse.Namespace) -> int:
     r = provision.setup(names, refresh=args.refresh, install=not args.no_install)
     for name, k in r.profiles.items():
         print(f"profile {name}: kernel {k['release']} (Debian {k['version']})")
+    if args.docker:
+        from grader.docker_backend import DockerBackend
+
+        provision.ensure_engine(install=not args.no_install)
+        backend = DockerBackend()
+        for name in names:
+            profile = load_profile(name)
+            backend.prepare(profile, provision.load_kernel(profile))
+        print("docker backend: engine running, images ready")
     print(f"accelerator: {r.accel}; guest image: {r.initramfs}")
     print(f"setup done in {r.seconds:.1f} s")
     return 0
@@ -111,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="provision every profile in vm-images/")
     p.add_argument("--refresh", action="store_true",
                    help="resolve the kernel packages again (a newer Debian point release)")
+    p.add_argument("--docker", action="store_true",
+                   help="also prepare the docker backend: install and start the engine (as "
+                        "root), and import the build and QEMU images")
     p.add_argument("--no-install", action="store_true",
                    help="never run apt-get; print the command instead")
     p.set_defaults(func=cmd_setup)

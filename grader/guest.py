@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from grader import klog
-from grader.errors import GuestError
+from grader.errors import GraderError, GuestError
 
 QEMU = "qemu-system-x86_64"
 _RES = re.compile(rb"RES (\S+) (-?\d+) (\d+) (\d+) (\d+) (\d+)\n")
@@ -168,7 +168,12 @@ class Guest:
         qlog = open(self.workdir / "qemu.log", "wb")
         try:
             self._proc = self.launcher(self.command_line(), qlog)
-        except OSError as e:
+        except (OSError, GraderError) as e:
+            for ls in listeners:
+                ls.close()
+            self._console_file.close()
+            if isinstance(e, GraderError):
+                raise
             raise GuestError(f"cannot start QEMU ({e}): apt-get install -y qemu-system-x86") from e
         finally:
             qlog.close()

@@ -17,9 +17,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from grader.errors import EnvironmentProblem
 from grader.profiles import Profile, cache_root, load_profile
+
+if TYPE_CHECKING:
+    import docker
 
 # tool or file -> Debian package that provides it
 HOST_PACKAGES: dict[str, str] = {
@@ -221,33 +225,47 @@ def root_dir(suite: str) -> Path:
     return cache_root() / "roots" / suite
 
 
-def ensure_root(profile: Profile, *, progress: Progress = _stderr) -> Path:
-    """A minimal Debian root filesystem of the profile's release, with its own gcc."""
-    suite = profile.build_suite
-    root = root_dir(suite)
+def debootstrap_root(name: str, suite: str, packages: tuple[str, ...], mirror: str,
+                     progress: Progress = _stderr) -> Path:
+    """roots/<name>: a minimal Debian `suite` root with `packages`, made once (stamped)."""
+    root = root_dir(name)
     stamp = root / ".grader-root.json"
-    if stamp.exists():
-        return root
-    mirror = next(s.split()[1] for s in profile.apt_sources if "security" not in s)
-    mirror = next(p for p in mirror.split() if p.startswith("http"))
-    progress(f"{profile.name}: debootstrap {suite} build root (about a minute)")
+    want = {"suite": suite, "packages": list(packages)}
+    try:
+        if json.loads(stamp.read_text()) == want:
+            return root
+    except (OSError, ValueError):
+        pass
+    if not shutil.which("debootstrap"):
+        raise EnvironmentProblem("debootstrap is missing: apt-get install -y debootstrap")
+    progress(f"debootstrap {suite} root '{name}' with {', '.join(packages)} (about a minute)")
     t0 = time.monotonic()
-    tmp = root.with_name(suite + ".tmp")
+    tmp = root.with_name(name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)
-    log = tmp.with_name(suite + ".debootstrap.log")
-    cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(ROOT_PACKAGES)}",
+    log = root.with_name(name + ".debootstrap.log")
+    cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(packages)}",
            suite, str(tmp), mirror]
     with open(log, "w") as f:
         p = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
     if p.returncode != 0:
         raise EnvironmentProblem(f"debootstrap failed, see {log}: {' '.join(cmd)}")
-    if root.exists():
-        shutil.rmtree(root)
+    shutil.rmtree(root, ignore_errors=True)
     tmp.rename(root)
-    (root / ".grader-root.json").write_text(json.dumps({"suite": suite, "packages": ROOT_PACKAGES}))
-    progress(f"{profile.name}: build root {suite} ready in {time.monotonic() - t0:.0f} s")
+    stamp.write_text(json.dumps(want))
+    progress(f"root '{name}' ready in {time.monotonic() - t0:.0f} s")
     return root
+
+
+def profile_mirror(profile: Profile) -> str:
+    src = next(s for s in profile.apt_sources if "security" not in s)
+    return next(p for p in src.split() if p.startswith("http"))
+
+
+def ensure_root(profile: Profile, *, progress: Progress = _stderr) -> Path:
+    """The build root of the profile's release: a minimal Debian with its own gcc."""
+    return debootstrap_root(profile.build_suite, profile.build_suite, ROOT_PACKAGES,
+                            profile_mirror(profile), progress)
 
 
 # ---- accelerator probe -------------------------------------------------------------------
@@ -327,3 +345,87 @@ def setup(profiles: list[str], *, refresh: bool = False, progress: Progress = _s
 
 def report_dict(r: SetupReport) -> dict[str, object]:
     return asdict(r)
+
+
+# ---- container engine (the docker backend) ----------------------------------------------
+ENGINE_WAIT_S = 30.0
+START_HINT = ("start it as root: `dockerd >/var/log/dockerd.log 2>&1 &` (or `systemctl start "
+              "docker`); `python3 -c 'from grader.provision import ensure_engine; "
+              "ensure_engine(install=True)'` installs and starts it")
+INSTALL_HINT = f"install it as root: `apt-get install -y docker.io`, then {START_HINT}"
+
+
+def _engine_problem(err: Exception) -> EnvironmentProblem:
+    text = str(err)
+    if "Permission denied" in text or "PermissionError" in text:
+        return EnvironmentProblem(
+            f"cannot talk to the Docker engine (permission denied): run as root or add the user "
+            f"to the docker group ({text[:300]})")
+    if os.environ.get("DOCKER_HOST"):
+        return EnvironmentProblem(f"the Docker engine at DOCKER_HOST={os.environ['DOCKER_HOST']} "
+                                  f"does not answer: {text[:300]}")
+    if not shutil.which("dockerd"):
+        return EnvironmentProblem(f"no Docker engine on this machine: {INSTALL_HINT}")
+    return EnvironmentProblem(f"the Docker engine is not running: {START_HINT} ({text[:300]})")
+
+
+def connect(timeout: float = 60) -> docker.DockerClient:
+    """A client of a running engine ($DOCKER_HOST or the local socket), or EnvironmentProblem."""
+    try:
+        import docker
+    except ImportError as e:
+        raise EnvironmentProblem("the docker Python SDK is missing: pip install 'docker>=7'") from e
+    try:
+        client = docker.from_env(timeout=int(timeout))
+        client.ping()
+    except docker.errors.DockerException as e:
+        raise _engine_problem(e) from e
+    return client
+
+
+def ensure_engine(install: bool = True, progress: Progress = _stderr) -> docker.DockerClient:
+    """A running engine. As root on Debian: installs docker.io when `install` and it is missing,
+    and starts dockerd when it is not running (systemctl where systemd runs, otherwise dockerd
+    detached with its log in the cache), then waits until it answers (at most 30 s)."""
+    try:
+        return connect()
+    except EnvironmentProblem as e:
+        problem = e
+    if os.environ.get("DOCKER_HOST") or os.geteuid() != 0:
+        raise problem  # a remote engine, or no right to start one: only staff can fix it
+    if not shutil.which("dockerd"):
+        if not install or not shutil.which("apt-get"):
+            raise problem
+        progress("installing docker.io (apt-get install -y docker.io)")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
+        p = subprocess.run(["apt-get", "install", "-y", "docker.io"], env=env,
+                           capture_output=True, text=True)
+        if p.returncode != 0 or not shutil.which("dockerd"):
+            raise EnvironmentProblem(f"apt-get install -y docker.io failed:\n{p.stderr[-2000:]}")
+    t0 = time.monotonic()
+    proc: subprocess.Popen[bytes] | None = None
+    log = cache_root() / "docker" / "dockerd.log"
+    if Path("/run/systemd/system").is_dir():
+        progress("starting the Docker engine: systemctl start docker")
+        subprocess.run(["systemctl", "start", "docker"], capture_output=True)
+    else:
+        progress(f"starting the Docker engine: dockerd (log: {log})")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as f:
+            # Its own session: the engine outlives this process and its terminal's signals.
+            proc = subprocess.Popen(["dockerd"], stdin=subprocess.DEVNULL, stdout=f,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+    while time.monotonic() - t0 < ENGINE_WAIT_S:
+        try:
+            client = connect(timeout=5)
+            progress(f"Docker engine running ({time.monotonic() - t0:.1f} s)")
+            return client
+        except EnvironmentProblem as e:
+            problem = e
+        if proc is not None and proc.poll() is not None:
+            break
+        time.sleep(0.5)
+    tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+    raise EnvironmentProblem(f"the Docker engine did not start within {ENGINE_WAIT_S:.0f} s "
+                             f"({problem}); dockerd's log ({log}):\n{tail}")
