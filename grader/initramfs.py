@@ -12,7 +12,7 @@ from pathlib import Path
 from grader.errors import EnvironmentProblem
 
 GUEST_SRC = Path(__file__).resolve().parent / "guest"
-HELPERS = ("agent", "burn", "memhog")
+HELPERS = ("agent", "burn", "memhog", "readloop")
 BUSYBOX = Path("/bin/busybox")
 
 

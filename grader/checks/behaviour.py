@@ -13,10 +13,6 @@ if TYPE_CHECKING:
     from grader.checks.context import Context, Samples
     from grader.rubric import CheckSpec
 
-# SLUB fills freed objects with 0x6b: a value made of those bytes was read after a free.
-POISON_VALUES = {0x6B6B6B6B6B6B6B6B, 0x6B6B6B6B, 0xA5A5A5A5A5A5A5A5, 0x5A5A5A5A5A5A5A5A}
-
-
 def _fmt_bad(s: Samples) -> str:
     return "\n".join(s.bad[:5])
 
@@ -278,22 +274,22 @@ def pool_preallocated(ctx: Context, spec: CheckSpec) -> Outcome:
 def concurrent_read_shrink(ctx: Context, spec: CheckSpec) -> Outcome:
     ctx.ensure_loaded()
     secs = int(spec.params.get("seconds", 4))
-    files = " ".join(shlex.quote(p) for p in (ctx.rubric.sysfs, ctx.rubric.debugfs))
+    interval = float(spec.params.get("drop_interval_s", 0.05))
     mark = ctx.console_mark()
+    # Readers of both files (no fork per read) while drop_caches runs every `interval`: the
+    # history regrows between drops, so every drop frees samples that a reader may be showing.
+    readers = " ".join(f"readloop {shlex.quote(p)} {secs} > /tmp/conc.{i} & "
+                       for i, p in enumerate((ctx.rubric.sysfs, ctx.rubric.debugfs))
+                       if ctx.has_file(p))
     script = (
-        f"end=$(( $(date +%s) + {secs} )); "
-        "(while [ $(date +%s) -lt $end ]; do echo 2 > /proc/sys/vm/drop_caches; done) & "
-        f"n=0; while [ $(date +%s) -lt $end ]; do for f in {files}; do "
-        "cat $f >> /tmp/conc.out 2>/dev/null; done; n=$((n+1)); done; wait; "
-        "echo reads=$n; grep -v -c -E '^\\s*pid [0-9]+ usr [0-9]+ sys [0-9]+\\s*$' /tmp/conc.out; "
-        "grep -E '^\\s*pid' /tmp/conc.out | sort -u | tail -n 2000 | "
-        "grep -E '7740398493674204011|1802201963|6510615555426900570' | head -n 3; rm -f /tmp/conc.out"
+        f"{readers} end=$(( $(date +%s) + {secs} )); "
+        "while [ $(date +%s) -lt $end ]; do echo 2 > /proc/sys/vm/drop_caches; "
+        f"usleep {int(interval * 1e6)}; done; wait; cat /tmp/conc.*; rm -f /tmp/conc.*"
     )
     r = ctx.sh(script, timeout=secs * 3 + ctx.timeout())
     anomalies = klog.scan(ctx.console_since(mark))
-    out = r.stdout.splitlines()
-    reads = out[0] if out else "?"
-    poisoned = [ln for ln in out[2:] if ln.strip()]
+    reads = [ln for ln in r.stdout.splitlines() if ln.startswith("reads=")]
+    poisoned = [ln for ln in r.stdout.splitlines() if ln.strip() and not ln.startswith("reads=")]
     if not anomalies.clean:
         a = next(x for x in anomalies.anomalies if x.severity != "info")
         lines = ctx.console_since(mark)
@@ -302,8 +298,9 @@ def concurrent_read_shrink(ctx: Context, spec: CheckSpec) -> Outcome:
                        [Evidence("kernel log", "no report", a.line, klog.excerpt(lines, a.line_no))])
     if poisoned:
         return Outcome.fail("freed memory was displayed (slab poison values in the output)",
-                            "valid samples", "\n".join(poisoned))
-    return Outcome.ok(f"{reads} rounds of reads during {secs} s of drop_caches: no report")
+                            "valid samples", "\n".join(poisoned[:5]))
+    return Outcome.ok(f"{' + '.join(x[6:] for x in reads)} reads during {secs} s of "
+                      f"drop_caches every {interval * 1000:.0f} ms: no report")
 
 
 # ---- exercise 6 --------------------------------------------------------------------------

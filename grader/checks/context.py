@@ -153,7 +153,14 @@ class Context:
         self.facts["loaded_at"] = time.monotonic()
         if "prealloc" not in self.facts:
             self.facts["prealloc"] = (self.cache_objects(), len(self.history().records))
-        self.facts["module_kthreads"] = sorted(set(self.kthreads()) - set(before))
+        # Kernel workers come and go on their own: only other new threads are the module's.
+        new = sorted(set(self.kthreads()) - set(before))
+        if new:
+            r = self.sh(" ".join(f"echo {p} $(cat /proc/{p}/comm 2>/dev/null);" for p in new),
+                        quiet=True)
+            new = [int(ln.split()[0]) for ln in r.stdout.splitlines()
+                   if len(ln.split()) > 1 and not ln.split()[1].startswith("kworker/")]
+        self.facts["module_kthreads"] = new
         return r
 
     # ---- commands with evidence ------------------------------------------------------

@@ -92,13 +92,12 @@ USER_COPIES = ["copy_from_user", "_copy_from_user", "__copy_from_user", "strncpy
 def copies_from_user(ctx: Context, spec: CheckSpec) -> Outcome:
     from grader.inspect_ko import match_any
 
-    # The sources say it best; a prebuilt .ko still shows the helper (imported or inlined).
-    if ctx.hints is not None and ctx.hints.copy_from_user:
-        return Outcome.ok("the sources copy user data with a user-copy helper")
+    # The .ko, not the source text: code the preprocessor left out (#if) must not count.
+    # On x86 copy_from_user() is inlined; DWARF still names it.
     found = match_any(ctx.info, USER_COPIES) if ctx.info is not None else None
     if found:
         return Outcome.ok(f"the module uses {found[0]} ({found[1]})")
     return Outcome.fail("user data is never copied with copy_from_user or a helper "
                         "(kstrto*_from_user, simple_write_to_buffer, memdup_user...)",
                         "a user-copy helper in the write handler", "none found",
-                        "sources and the .ko's symbols")
+                        "symbols and DWARF of the .ko")
