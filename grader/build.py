@@ -36,6 +36,7 @@ COMPAT_TEXT = """\
 /* cputime_t disappeared in 4.11: CPU times have been u64 nanoseconds since. */
 typedef u64 cputime_t;
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 0, 0) && LINUX_VERSION_CODE < KERNEL_VERSION(6, 7, 0)
+#include <linux/atomic.h>
 #include <linux/shrinker.h>
 /* 6.0 added a printf-style name to register_shrinker(); accept the one-argument form. */
 #define register_shrinker(s, ...) (register_shrinker)((s), "%s", KBUILD_MODNAME)

@@ -75,6 +75,7 @@ class Context:
     evidence: list[Evidence] = field(default_factory=list)
     check_guest: Guest | None = None  # the guest and console position when the check began
     check_mark: int = 0
+    last_then: str = ""
     _line: re.Pattern[str] | None = None
 
     # ---- parameters ------------------------------------------------------------------
@@ -152,7 +153,12 @@ class Context:
         self.loaded = True
         self.facts["loaded_at"] = time.monotonic()
         if "prealloc" not in self.facts:
-            self.facts["prealloc"] = (self.cache_objects(), len(self.history().records))
+            # Objects and samples counted in one guest command: sampling goes on meanwhile.
+            hist = " || ".join(f"cat {shlex.quote(p)} 2>/dev/null"
+                               for p in (self.rubric.debugfs, self.rubric.sysfs))
+            t = self.slab_traces([self.rubric.slab_cache], then=hist)
+            objects = t[self.rubric.slab_cache][0] if self.rubric.slab_cache in t else None
+            self.facts["prealloc"] = (objects, len(self.parse(self.last_then).records))
         # Kernel workers come and go on their own: only other new threads are the module's.
         new = sorted(set(self.kthreads()) - set(before))
         if new:
@@ -230,7 +236,8 @@ class Context:
         r = self.sh("grep -l '^PPid:[[:space:]]*2$' /proc/[0-9]*/status 2>/dev/null", quiet=True)
         return [int(x.split("/")[2]) for x in r.stdout.split()]
 
-    def slab_traces(self, caches: list[str] | None = None) -> dict[str, tuple[int, int]]:
+    def slab_traces(self, caches: list[str] | None = None,
+                    then: str = "") -> dict[str, tuple[int, int]]:
         """Per slab cache: (objects allocated in all, objects allocated by the module),
         from SLUB's exact allocation tracking (slub_debug=U)."""
         pattern = " ".join(
@@ -243,8 +250,9 @@ class Context:
         script = (f"for f in {pattern}; do [ -r \"$f\" ] || continue; "
                   f"awk -v f=\"$f\" -v tag={shlex.quote(tag)} "
                   "'/^ *[0-9]+ /{t+=$1; if (index($0, tag)) m+=$1} END{print f, t+0, m+0}' "
-                  "\"$f\"; done")
+                  "\"$f\"; done" + (f"; echo @@; {then}" if then else ""))
         r = self.sh(script, timeout=self.timeout() * 2, quiet=True)
+        self.last_then = r.stdout.split("@@\n", 1)[1] if then and "@@\n" in r.stdout else ""
         out: dict[str, tuple[int, int]] = {}
         for line in r.stdout.splitlines():
             parts = line.split()
