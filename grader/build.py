@@ -173,16 +173,24 @@ def build_module(req: BuildRequest, profile: Profile, kernel: Kernel) -> BuildRe
         out, _ = proc.communicate()
         timed_out = True
     log = out.decode("utf-8", errors="replace")
+    # The sandbox itself failing is our environment, not the student's code.
+    return finish_build(req, build, cmd, log, t0, timed_out=timed_out,
+                        succeeded=proc.returncode == 0, sandbox_failed="bwrap:" in log)
+
+
+def finish_build(req: BuildRequest, build: Path, cmd: list[str], log: str, t0: float, *,
+                 timed_out: bool, succeeded: bool, sandbox_failed: bool) -> BuildResult:
+    """The BuildResult of a finished build, whichever backend ran it; keeps the log."""
     diags = parse_diagnostics(log)
     ko = build / f"{req.module}.ko"
     dur = time.monotonic() - t0
-    (req.workdir / "build.log").write_text(log)
     if timed_out:
         log += f"\n[grader] build killed after {BUILD_TIMEOUT_S} s\n"
+    (req.workdir / "build.log").write_text(log)
+    if timed_out:
         return BuildResult(Status.TIMED_OUT, None, log, cmd, diags, dur, req.compat)
-    if proc.returncode == 0 and ko.exists():
+    if succeeded and ko.exists():
         return BuildResult(Status.PASSED, ko, log, cmd, diags, dur, req.compat)
-    if "bwrap:" in log and not diags:
-        # The sandbox itself failed: that is our environment, not the student's code.
+    if sandbox_failed and not diags:
         return BuildResult(Status.ERROR, None, log, cmd, diags, dur, req.compat)
     return BuildResult(Status.FAILED, None, log, cmd, diags, dur, req.compat)

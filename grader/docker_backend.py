@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from grader.backends import Backend
-from grader.build import BUILD_TIMEOUT_S, BuildResult, _prepare, parse_diagnostics
+from grader.build import BUILD_TIMEOUT_S, BuildResult, _prepare, finish_build
 from grader.errors import EnvironmentProblem, GuestError
 from grader.model import Status
 from grader.profiles import cache_root
@@ -460,21 +460,11 @@ class DockerBackend(Backend):
             if container is not None:
                 with contextlib.suppress(Exception):
                     container.remove(force=True)
-        diags = parse_diagnostics(log)
-        ko = build / f"{req.module}.ko"
-        dur = time.monotonic() - t0
-        (req.workdir / "build.log").write_text(log)
-        if timed_out:
-            log += f"\n[grader] build killed after {BUILD_TIMEOUT_S} s\n"
-            return BuildResult(Status.TIMED_OUT, None, log, cmd, diags, dur, req.compat)
-        if code == 0 and ko.exists():
-            return BuildResult(Status.PASSED, ko, log, cmd, diags, dur, req.compat)
-        if oom:
+        if oom and not timed_out:
             log += f"\n[grader] the build ran out of memory ({BUILD_MEMORY})\n"
-        elif code in (125, 126, 127) and not diags:
-            # The container could not run make: that is our environment, not the student's code.
-            return BuildResult(Status.ERROR, None, log, cmd, diags, dur, req.compat)
-        return BuildResult(Status.FAILED, None, log, cmd, diags, dur, req.compat)
+        # Exit 125-127: the container could not run make (our environment, not the code).
+        return finish_build(req, build, cmd, log, t0, timed_out=timed_out, succeeded=code == 0,
+                            sandbox_failed=not oom and code in (125, 126, 127))
 
     # ---- guest -------------------------------------------------------------------------
     def qemu_spec(self, argv: list[str]) -> dict[str, Any]:

@@ -123,6 +123,10 @@ def grade(opts: RunOptions, progress: Callable[[str], None] = lambda _m: None) -
         backend.cleanup()
     stages.add("run", Status.PASSED, t0, f"{ctx.boots} guest boot(s), timeouts x{ctx.scale:.2f}"
                + (f", boot {min(ctx.boot_times):.1f} s" if ctx.boot_times else ""))
+    if ctx.boot_failures:
+        notes.append(f"the guest failed to boot {len(ctx.boot_failures)} time(s) and was "
+                     f"booted again (the environment's fault, not counted): "
+                     f"{ctx.boot_failures[0][:200]}")
     for i, _log in enumerate(ctx.logs, 1):
         path = opts.outdir / "guest" / str(i) / "console.log"
         if path.exists():

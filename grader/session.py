@@ -61,7 +61,7 @@ def build_reference(env: Environment, workdir: Path, stage: int = 7) -> BuildRes
 
 
 def boot(env: Environment, modules: dict[str, Path], workdir: Path | None = None,
-         extra_cmdline: tuple[str, ...] = (), boot_timeout: float = 60.0,
+         extra_cmdline: tuple[str, ...] = (), boot_timeout: float = 30.0,
          backend: Backend | None = None) -> Guest:
     """A guest (not started yet: use it as a context manager) with the modules under /mod."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix="grader-guest-"))

@@ -79,3 +79,25 @@ def test_module_archive_is_appended_aligned(tmp_path):
     out = initramfs.with_modules(base, {"m.ko": b"abc"}, tmp_path / "i.img")
     data = out.read_bytes()
     assert data[8:14] == b"070701"  # the appended archive starts on a 4-byte boundary
+
+
+def test_a_failed_boot_is_retried(envs, oops_ko, tmp_path):
+    """A boot that dies before the agent answers is the environment's: booted again."""
+    from grader.guest import host_launcher
+
+    calls = []
+
+    def flaky(argv, log):
+        calls.append(argv)
+        if len(calls) == 1:  # no init: the kernel panics at once, as a broken boot would
+            i = argv.index("-append") + 1
+            argv = [*argv[:i], argv[i].replace("rdinit=/init", "rdinit=/nonexistent"), *argv[i + 1:]]
+        return host_launcher(argv, log)
+
+    g = boot(envs["6.1"], {"oops": oops_ko}, tmp_path)
+    g.launcher = flaky
+    with g:
+        assert g.run("true").ok
+        assert len(calls) == 2 and len(g.boot_failures) == 1
+        assert (tmp_path / "console.log.boot1").exists()
+    assert not _qemus_of(tmp_path)

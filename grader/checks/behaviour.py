@@ -115,13 +115,12 @@ def _wait_lines(ctx: Context, path: str, n: int) -> tuple[bool, Samples]:
     return ok, last[0]
 
 
-@check("sysfs_format")
-def sysfs_format(ctx: Context, spec: CheckSpec) -> Outcome:
+def _history_format(ctx: Context, path: str) -> Outcome:
+    """The file exists and shows samples of the target, every line in the lab's format."""
     ctx.ensure_loaded()
-    path = ctx.rubric.sysfs
     if not ctx.has_file(path):
         return Outcome.fail(f"{path} does not exist", path, "missing", f"test -e {path}")
-    _, s = _wait_lines(ctx, path, 3)
+    _wait_lines(ctx, path, 3)
     r, s = ctx.read_samples(path)
     if not r.ok:
         return Outcome.fail(f"reading {path} fails: {r.stderr.strip()}")
@@ -131,9 +130,14 @@ def sysfs_format(ctx: Context, spec: CheckSpec) -> Outcome:
     if not s.records:
         return Outcome.fail(f"{path} shows no sample", "samples", "empty", f"cat {path}")
     if not s.of(ctx.target_pid):
-        return Outcome.fail(f"no sample of the target PID {ctx.target_pid}",
+        return Outcome.fail(f"no sample of the target PID {ctx.target_pid} in {path}",
                             f"pid {ctx.target_pid} ...", s.lines[0], f"cat {path}")
     return Outcome.ok(f"{len(s.records)} line(s) like '{s.lines[-1].strip()}'")
+
+
+@check("sysfs_format")
+def sysfs_format(ctx: Context, spec: CheckSpec) -> Outcome:
+    return _history_format(ctx, ctx.rubric.sysfs)
 
 
 @check("usr_grows")
@@ -325,20 +329,7 @@ def concurrent_read_shrink(ctx: Context, spec: CheckSpec) -> Outcome:
 # ---- exercise 6 --------------------------------------------------------------------------
 @check("debugfs_format")
 def debugfs_format(ctx: Context, spec: CheckSpec) -> Outcome:
-    ctx.ensure_loaded()
-    path = ctx.rubric.debugfs
-    if not ctx.has_file(path):
-        return Outcome.fail(f"{path} does not exist", path, "missing", f"test -e {path}")
-    _wait_lines(ctx, path, 3)
-    r, s = ctx.read_samples(path)
-    if not r.ok:
-        return Outcome.fail(f"reading {path} fails: {r.stderr.strip()}")
-    if s.bad:
-        return Outcome.fail(f"{len(s.bad)} line(s) not in the format 'pid N usr N sys N'",
-                            "pid N usr N sys N", _fmt_bad(s), f"cat {path}")
-    if not s.of(ctx.target_pid):
-        return Outcome.fail(f"no sample of the target PID {ctx.target_pid} in {path}")
-    return Outcome.ok(f"{len(s.records)} samples of PID {ctx.target_pid}")
+    return _history_format(ctx, ctx.rubric.debugfs)
 
 
 def _debugfs_size(ctx: Context) -> int:

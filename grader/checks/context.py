@@ -72,6 +72,7 @@ class Context:
     target_pid: int = 0
     boots: int = 0
     boot_times: list[float] = field(default_factory=list)
+    boot_failures: list[str] = field(default_factory=list)  # retried: the environment's
     evidence: list[Evidence] = field(default_factory=list)
     check_guest: Guest | None = None  # the guest and console position when the check began
     check_mark: int = 0
@@ -100,6 +101,7 @@ class Context:
         self.progress("booting guest")
         g = self.boot_guest()
         g.start()
+        self.boot_failures += g.boot_failures
         self.guest, self.loaded = g, False
         self.boots += 1
         self.boot_times.append(g.boot_s)
