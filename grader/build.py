@@ -179,13 +179,14 @@ def build_module(req: BuildRequest, profile: Profile, kernel: Kernel) -> BuildRe
 
 
 def finish_build(req: BuildRequest, build: Path, cmd: list[str], log: str, t0: float, *,
-                 timed_out: bool, succeeded: bool, sandbox_failed: bool) -> BuildResult:
+                 timed_out: bool, succeeded: bool, sandbox_failed: bool,
+                 timeout_s: float = BUILD_TIMEOUT_S) -> BuildResult:
     """The BuildResult of a finished build, whichever backend ran it; keeps the log."""
     diags = parse_diagnostics(log)
     ko = build / f"{req.module}.ko"
     dur = time.monotonic() - t0
     if timed_out:
-        log += f"\n[grader] build killed after {BUILD_TIMEOUT_S} s\n"
+        log += f"\n[grader] build killed after {timeout_s:g} s\n"
     (req.workdir / "build.log").write_text(log)
     if timed_out:
         return BuildResult(Status.TIMED_OUT, None, log, cmd, diags, dur, req.compat)

@@ -464,7 +464,8 @@ class DockerBackend(Backend):
             log += f"\n[grader] the build ran out of memory ({BUILD_MEMORY})\n"
         # Exit 125-127: the container could not run make (our environment, not the code).
         return finish_build(req, build, cmd, log, t0, timed_out=timed_out, succeeded=code == 0,
-                            sandbox_failed=not oom and code in (125, 126, 127))
+                            sandbox_failed=not oom and code in (125, 126, 127),
+                            timeout_s=BUILD_TIMEOUT_S)
 
     # ---- guest -------------------------------------------------------------------------
     def qemu_spec(self, argv: list[str]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ class FakeGuest:
     """Answers commands from a script; `crash_on` makes the guest die like a panic would."""
 
     boot_s = 1.0
+    boot_failures: list[str] = []
 
     def __init__(self, crash_on: str | None = None):
         self.crash_on = crash_on
