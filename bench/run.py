@@ -26,13 +26,16 @@ CRASH = "*(volatile int *)NULL = 0;"
 
 def crashing_variant(dst: Path) -> Path:
     src = (project_root() / "reference/taskmonitor/taskmonitor.c").read_text()
-    # The first error return of the debugfs write handler: reached by a malformed write.
+    # The error return after parsing in the debugfs write handler: reached by a malformed
+    # write ("abc"), which then dereferences NULL instead.
     m = re.search(r"static ssize_t \w+_write\(", src)
-    j = src.find("return -EINVAL;", m.end()) if m else -1
+    k = src.find("kstrto", m.end()) if m else -1
+    j = src.find("return -EINVAL;", k) if k >= 0 else -1
     if j < 0:
         sys.exit("cannot find the write handler to make the crashing variant")
     dst.mkdir(parents=True, exist_ok=True)
-    (dst / "taskmonitor.c").write_text(src[:j] + CRASH + " " + src[j:])
+    end = j + len("return -EINVAL;")
+    (dst / "taskmonitor.c").write_text(src[:j] + "{ " + CRASH + " return -EINVAL; }" + src[end:])
     return dst
 
 
