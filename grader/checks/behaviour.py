@@ -175,7 +175,9 @@ def _sampling_rate(ctx: Context, seconds: float = 0.6) -> float:
 def sysfs_page_bound(ctx: Context, spec: CheckSpec) -> Outcome:
     ctx.ensure_loaded()
     page = ctx.rubric.page_size
-    rate = _sampling_rate(ctx)
+    # Identical lines (a module whose values never change) defeat the measurement: then assume
+    # a slow rate, at most half the nominal one (a period is rounded up to whole ticks).
+    rate = _sampling_rate(ctx) or 0.5 / ctx.sample_period_s
     _, s = ctx.read_samples(ctx.rubric.sysfs, quiet=True)
     line = max(1.0, len(s.text) / max(1, len(s.lines)))
     # Twice what one page can hold: a module that does not bound its output must overflow.
