@@ -207,6 +207,17 @@ def sysfs_page_bound(ctx: Context, spec: CheckSpec) -> Outcome:
                             + klog.strip_timestamp(anomalies.anomalies[0].line))
     if size == 0 or not s.records:
         return Outcome.fail("sysfs is empty with a long history")
+    # The LATEST samples: where the whole history is readable (debugfs), sysfs's last line
+    # must be one of its newest (a few samples may be taken between the two reads).
+    r_d = ctx.sh(f"cat {shlex.quote(ctx.rubric.debugfs)} 2>/dev/null", quiet=True)
+    d = ctx.parse(r_d.stdout if r_d.ok else "")
+    if d.records:
+        idx = max((i for i, x in enumerate(d.records) if x == s.records[-1]), default=-1)
+        lag = len(d.records) - 1 - idx if idx >= 0 else None
+        if lag is None or lag > max(20, len(s.records) // 5):
+            behind = "not in the history" if lag is None else f"{lag} samples behind the newest"
+            return Outcome.fail(f"sysfs does not show the latest samples: its last line is {behind}",
+                                "the newest samples", s.lines[-1], "sysfs vs debugfs")
     return Outcome.ok(f"{seen}; {rate:.0f} samples/s measured")
 
 

@@ -35,6 +35,11 @@ def run_one(ctx: Context, spec: CheckSpec) -> CheckResult:
         ctx.check_guest, ctx.check_mark = guest, mark
         try:
             out = REGISTRY[spec.kind](ctx, spec)
+            g = ctx.guest
+            if g is not None and (g.fatal is not None or not g.alive):
+                # The kernel died during the check, whatever the check concluded from the
+                # commands that failed meanwhile: the check is CRASHED, counted once.
+                raise GuestDied(g._death_reason(), g.recent_console(80))
             if out.status is Status.FAILED and guest is not None and guest is ctx.guest:
                 # What the kernel printed (warnings and worse) while the check ran.
                 during = ctx.console_since(mark)[-40:]
