@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -167,10 +166,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-
-
-def _json(obj: object) -> str:
-    return json.dumps(obj, indent=2)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -341,10 +341,6 @@ def setup(profiles: list[str], *, refresh: bool = False, progress: Progress = _s
         profiles={n: {"release": k.release, "version": k.version} for n, k in kernels.items()},
         accel=chosen_accel(), initramfs=str(base), seconds=time.monotonic() - t0,
     )
-
-
-def report_dict(r: SetupReport) -> dict[str, object]:
-    return asdict(r)
 
 
 # ---- container engine (the docker backend) ----------------------------------------------
