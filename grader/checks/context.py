@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grader.guest import CommandResult, Guest
+from grader.guest import CommandResult, Guest, GuestDied
 from grader.model import CheckResult, Evidence
 from grader.rubric import Rubric
 
@@ -97,7 +97,10 @@ class Context:
     def ensure_guest(self) -> Guest:
         if self.guest is not None and self.guest.alive:
             return self.guest
-        self.discard_guest()
+        if self.guest is not None:
+            # It died under the current check: that check crashed (the runner then discards
+            # it); silently booting a fresh guest here would hide the crash.
+            raise GuestDied(self.guest._death_reason(), self.guest.recent_console(80))
         self.progress("booting guest")
         g = self.boot_guest()
         g.start()

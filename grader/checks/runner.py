@@ -36,6 +36,10 @@ def run_one(ctx: Context, spec: CheckSpec) -> CheckResult:
         try:
             out = REGISTRY[spec.kind](ctx, spec)
             g = ctx.guest
+            if out.status is Status.FAILED and g is not None and g.alive and g.fatal is None:
+                # A failure may be the first sign of a dying kernel (commands fail while the
+                # oops is still being printed): give a panic half a second to show itself.
+                g.run("sleep 0.5", 10)
             if g is not None and (g.fatal is not None or not g.alive):
                 # The kernel died during the check, whatever the check concluded from the
                 # commands that failed meanwhile: the check is CRASHED, counted once.
