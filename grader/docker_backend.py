@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from grader.backends import Backend
-from grader.build import BUILD_TIMEOUT_S, BuildResult, _prepare, finish_build
+from grader.build import BUILD_TIMEOUT_S, BuildResult, _prepare, finish_build, inner_command
 from grader.errors import EnvironmentProblem, GuestError
 from grader.model import Status
 from grader.profiles import cache_root
@@ -411,7 +411,7 @@ class DockerBackend(Backend):
         kb = kernel.kbuild
         return dict(
             image=image,
-            command=["make", "-C", f"/{kernel.headers}", "M=/mod", "-j2", "modules"],
+            command=inner_command(kernel),
             mounts=[_mount("/usr/src", str(kernel.tree / "usr/src"), True),
                     _mount(f"/{kb}", str(kernel.tree / kb), True),
                     _mount("/mod", str(build), False)],
@@ -463,7 +463,7 @@ class DockerBackend(Backend):
         if oom and not timed_out:
             log += f"\n[grader] the build ran out of memory ({BUILD_MEMORY})\n"
         # Exit 125-127: the container could not run make (our environment, not the code).
-        return finish_build(req, build, cmd, log, t0, timed_out=timed_out, succeeded=code == 0,
+        return finish_build(req, build, inner_command(kernel), log, t0, timed_out=timed_out, succeeded=code == 0,
                             sandbox_failed=not oom and code in (125, 126, 127),
                             timeout_s=BUILD_TIMEOUT_S)
 

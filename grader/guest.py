@@ -1,30 +1,44 @@
-"""A QEMU guest the grader drives: boot a kernel with modules, run commands, watch the kernel log."""
+"""A QEMU guest the grader drives: boot or restore a kernel, run commands, watch the kernel log.
+
+A guest is either booted cold (the modules travel in the initramfs) or restored from a state
+saved right after a boot (grader/snapshots.py): restoring takes a fraction of a second where a
+boot under TCG takes seconds; the modules then travel through a QEMU fw_cfg file.
+"""
 from __future__ import annotations
 
 import collections
-import ctypes
 import os
 import re
 import shlex
-import signal
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Protocol
 
 from grader import klog
 from grader.errors import GraderError, GuestError
+from grader.limits import DEFAULT as LIMITS
+from grader.qemu import (
+    PAYLOAD_FW_CFG,
+    BootSpec,
+    Launcher,
+    Process,
+    Qmp,
+    Sockets,
+    argv,
+    host_launcher,
+    qemu_version,
+)
 
-QEMU = "qemu-system-x86_64"
+__all__ = ["BootSpec", "CommandResult", "Guest", "GuestDied", "GuestHung", "Launcher",
+           "Process", "host_launcher", "qemu_version"]
+
 _RES = re.compile(rb"RES (\S+) (-?\d+) (\d+) (\d+) (\d+) (\d+)\n")
 _READY = re.compile(rb"READY (\S+)\n")
-CONSOLE_LINES_CAP = 100_000
-BOOT_ATTEMPTS = 3
-CONSOLE_FILE_CAP = 32 << 20
 
 
 class GuestDied(Exception):
@@ -62,74 +76,31 @@ class CommandResult:
 
 
 @dataclass
-class BootSpec:
-    kernel: Path  # vmlinuz
-    initrd: Path
-    cmdline: tuple[str, ...]
-    memory_mib: int = 512
-    cpus: int = 2
-    accel: str = "tcg"
-    extra_cmdline: tuple[str, ...] = ()
-
-
-@dataclass
 class _Channel:
     buf: bytearray = field(default_factory=bytearray)
 
 
-def _die_with_parent() -> None:
-    # PR_SET_PDEATHSIG: QEMU gets SIGKILL if the grader dies, even by SIGKILL (no orphans).
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL, 0, 0, 0)
-
-
-class Process(Protocol):
-    """What the guest needs of a running QEMU: subprocess.Popen has it; a backend that runs
-    QEMU elsewhere (a container) provides the same four methods."""
-
-    pid: int
-
-    def poll(self) -> int | None: ...
-    def wait(self, timeout: float | None = None) -> int: ...
-    def kill(self) -> None: ...
-
-
-Launcher = Callable[[list[str], IO[bytes]], Process]
-
-
-def host_launcher(argv: list[str], log: IO[bytes]) -> Process:
-    """QEMU as a child process of the grader, killed with it (no orphans)."""
-    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                            preexec_fn=_die_with_parent)
-
-
-def qemu_version() -> str:
-    try:
-        out = subprocess.run([QEMU, "--version"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    m = re.search(r"version (\S+)", out.stdout)
-    return m.group(1) if m else "unknown"
-
-
 class Guest:
-    """One booted guest. Use as a context manager: QEMU is always torn down on exit."""
+    """One guest. Use as a context manager: QEMU is always torn down on exit."""
 
-    def __init__(self, spec: BootSpec, workdir: Path, *, boot_timeout: float = 30.0,
-                 launcher: Launcher | None = None):
+    def __init__(self, spec: BootSpec, workdir: Path, *, boot_timeout: float | None = None,
+                 launcher: Launcher | None = None, release: str = ""):
         self.spec = spec
         self.launcher: Launcher = launcher or host_launcher
         self.workdir = workdir
-        self.boot_timeout = boot_timeout
-        self.release = ""
+        self.boot_timeout = boot_timeout or LIMITS.boot_timeout_s
+        self.release = release  # uname -r; known in advance for a restored guest
         self.console_lines: list[str] = []
         self.boot_s = 0.0
+        self.restored = False
         self._proc: Process | None = None
         self._con = _Channel()
         self._ctl = _Channel()
         self._cond = threading.Condition()
         self._reader: threading.Thread | None = None
         self._socks: list[socket.socket] = []
+        self._qmp: Qmp | None = None
+        self._scratch: Path | None = None
         self._seq = 0
         self._console_file = None
         self._partial = b""
@@ -140,54 +111,58 @@ class Guest:
         self.boot_failures: list[str] = []
 
     # ---- lifecycle -------------------------------------------------------------------
-    def command_line(self) -> list[str]:
-        s = self.spec
-        accel = ["-accel", "kvm", "-cpu", "host"] if s.accel == "kvm" else ["-accel", "tcg", "-cpu", "max"]
-        return [
-            QEMU, *accel, "-m", str(s.memory_mib), "-smp", str(s.cpus),
-            "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-            "-kernel", str(s.kernel), "-initrd", str(s.initrd),
-            "-append", " ".join((*s.cmdline, *s.extra_cmdline)),
-            "-chardev", f"socket,id=con,path={self.workdir / 'con.sock'}",
-            "-serial", "chardev:con",
-            "-chardev", f"socket,id=ctl,path={self.workdir / 'ctl.sock'}",
-            "-serial", "chardev:ctl",
-        ]
+    @property
+    def clock(self) -> str:
+        return self.spec.clock
 
-    def start(self) -> Guest:
-        """Boot, retrying a boot that fails: nothing of the submission runs before the agent
-        answers (modules are only files in /mod until insmod), so a failed boot is the
-        environment's (seen under TCG with 2 vCPUs: about one boot in 25 oopses on an int3
-        during early text patching, or stalls), never the student's."""
+    def sockets(self) -> Sockets:
+        # Unix socket paths must stay short (108 bytes) and QEMU options need their commas
+        # doubled: the sockets live in a private scratch folder, never under --out.
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix="grader-q"))
+        d = self._scratch
+        return Sockets(d / "con", d / "ctl", d / "qmp")
+
+    def command_line(self, *, snapshotting: bool = False) -> list[str]:
+        return argv(self.spec, self.sockets(), snapshotting=snapshotting)
+
+    def start(self, *, snapshotting: bool = False) -> Guest:
+        """Restore the saved state (spec.snapshot) or boot. A failed cold boot is retried:
+        nothing of the submission runs before the agent answers (modules are only files in /mod
+        until insmod), so it is the environment's (seen under TCG with 2 vCPUs: about one boot
+        in 25 oopses on an int3 during early text patching, or stalls), never the student's."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        for attempt in range(1, BOOT_ATTEMPTS + 1):
+        restore = self.spec.snapshot is not None and not snapshotting
+        attempts = 1 if restore else LIMITS.boot_attempts
+        for attempt in range(1, attempts + 1):
             t0 = time.monotonic()
             try:
-                self._start_once()
+                self._start_once(restore=restore, snapshotting=snapshotting)
                 break
             except GuestError as e:
                 self.boot_failures.append(str(e).splitlines()[0])
-                if attempt == BOOT_ATTEMPTS or "cannot start QEMU" in str(e):
+                if attempt == attempts or "cannot start QEMU" in str(e):
                     raise
                 for name in ("console.log", "qemu.log"):
                     if (self.workdir / name).exists():
                         (self.workdir / name).rename(self.workdir / f"{name}.boot{attempt}")
                 self._reset()
         self.boot_s = time.monotonic() - t0
+        self.restored = restore
         return self
 
     def _reset(self) -> None:
-        self._proc, self._reader, self._socks = None, None, []
+        self._proc, self._reader, self._socks, self._qmp = None, None, [], None
         self._con, self._ctl = _Channel(), _Channel()
         del self.console_lines[:]
         self.console_tail.clear()
         self._partial, self._console_bytes, self.console_dropped = b"", 0, 0
         self.fatal = None
 
-    def _start_once(self) -> None:
+    def _start_once(self, *, restore: bool, snapshotting: bool) -> None:
+        socks = self.sockets()
         listeners = []
-        for name in ("con.sock", "ctl.sock"):
-            path = self.workdir / name
+        for path in socks.all():
             path.unlink(missing_ok=True)
             ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             ls.bind(str(path))
@@ -197,7 +172,7 @@ class Guest:
         self._console_file = open(self.workdir / "console.log", "wb")
         qlog = open(self.workdir / "qemu.log", "wb")
         try:
-            self._proc = self.launcher(self.command_line(), qlog)
+            self._proc = self.launcher(self.command_line(snapshotting=snapshotting), qlog)
         except (OSError, GraderError) as e:
             for ls in listeners:
                 ls.close()
@@ -217,8 +192,22 @@ class Guest:
         finally:
             for ls in listeners:
                 ls.close()
+        self._qmp = Qmp(self._socks.pop())  # the third connection: QMP, not read by the loop
         self._reader = threading.Thread(target=self._read_loop, daemon=True)
         self._reader.start()
+        try:
+            self._qmp.handshake()
+            if restore:
+                self._finish_restore()
+            else:
+                self._wait_ready()
+        except GuestError:
+            log = self.console_lines[-40:]
+            self.close()
+            raise GuestError(f"guest {'restore' if restore else 'boot'} failed; QEMU said: "
+                             f"{self._qemu_log()}; console tail:\n" + "\n".join(log)) from None
+
+    def _wait_ready(self) -> None:
         with self._cond:
             ok = self._cond.wait_for(
                 lambda: _READY.search(self._ctl.buf) or not self.alive or self.fatal,
@@ -229,11 +218,49 @@ class Guest:
                 self.release = m.group(1).decode()
                 del self._ctl.buf[: m.end()]
         if not m:
-            reason = "did not boot" if ok else f"did not boot within {self.boot_timeout:.0f} s"
-            log = self.console_lines[-40:]
-            self.close()
-            raise GuestError(f"guest {reason}; QEMU said: {self._qemu_log()}; console tail:\n"
-                             + "\n".join(log))
+            raise GuestError("did not boot" if ok else
+                             f"did not boot within {self.boot_timeout:.0f} s")
+
+    def _finish_restore(self) -> None:
+        """The incoming state is loaded while QEMU is paused: resume it once loaded (a `cont`
+        sent while the state is still coming in leaves the guest stopped), then bring the
+        payload into /mod."""
+        assert self._qmp is not None and self.spec.snapshot is not None
+        fd = os.open(self.spec.snapshot, os.O_RDONLY)
+        try:
+            self._qmp.send_fd(fd, "state")
+        finally:
+            os.close(fd)
+        self._qmp.execute("migrate-incoming", uri="fd:state")
+        self._qmp.wait_status(lambda st: st != "inmigrate", LIMITS.restore_timeout_s)
+        self._qmp.execute("cont")
+        if self.spec.payload is not None:
+            raw = f"/sys/firmware/qemu_fw_cfg/by_name/{PAYLOAD_FW_CFG}/raw"
+            r = self.run(f"insmod /lib/grader/qemu_fw_cfg.ko && cd /mod && cpio -i -d -m < {raw}",
+                         LIMITS.command_s)
+            if not r.ok:
+                raise GuestError(f"the restored guest could not read its payload: {r.stderr.strip()}")
+
+    def save_state(self, path: Path, timeout: float = 120.0) -> None:
+        """Pause the guest and write its whole state to `path` (QEMU migration to a file)."""
+        assert self._qmp is not None
+        tmp = path.with_name(path.name + ".part")
+        self._qmp.execute("stop")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            self._qmp.send_fd(fd, "state")
+        finally:
+            os.close(fd)
+        self._qmp.execute("migrate", uri="fd:state")
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self._qmp.execute("query-migrate").get("status", "")
+            if st == "completed":
+                break
+            if st in ("failed", "cancelled") or time.monotonic() > deadline:
+                raise GuestError(f"saving the guest's state failed (migration {st or 'timed out'})")
+            time.sleep(0.05)
+        os.replace(tmp, path)
 
     def __enter__(self) -> Guest:
         return self.start()
@@ -247,27 +274,31 @@ class Guest:
 
     def close(self, timeout: float = 3.0) -> None:
         """Power off politely, then kill: never leaves a QEMU behind."""
-        if self._proc is None:
-            return
-        if self.alive and self._socks:
-            try:
-                self._socks[1].sendall(b"OFF 0 0 0\n")
-                self._proc.wait(timeout=timeout)
-            except (OSError, subprocess.TimeoutExpired, IndexError):
-                pass
-        if self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait()
-        for s in self._socks:
-            try:
-                s.close()
-            except OSError:
-                pass
-        if self._reader:
-            self._reader.join(timeout=2)
+        if self._proc is not None:
+            if self.alive and self._socks:
+                try:
+                    self._socks[1].sendall(b"OFF 0 0 0\n")
+                    self._proc.wait(timeout=timeout)
+                except (OSError, subprocess.TimeoutExpired, IndexError):
+                    pass
+            if self._proc.poll() is None:
+                self._proc.kill()
+                self._proc.wait()
+            for s in self._socks:
+                try:
+                    s.close()
+                except OSError:
+                    pass
+            if self._qmp is not None:
+                self._qmp.close()
+            if self._reader:
+                self._reader.join(timeout=2)
         if self._console_file:
             self._console_file.close()
             self._console_file = None
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
     def _qemu_log(self) -> str:
         try:
@@ -310,7 +341,7 @@ class Guest:
         # A module flooding the log must not exhaust the grader: past the caps the log is
         # still scanned for a fatal report, and only its last lines are kept.
         self._console_bytes += len(data)
-        if self._console_file and self._console_bytes <= CONSOLE_FILE_CAP:
+        if self._console_file and self._console_bytes <= LIMITS.console_file_cap:
             self._console_file.write(data)
             self._console_file.flush()
         text = self._partial + data
@@ -320,7 +351,7 @@ class Guest:
             self._partial = b""
         for raw in lines:
             line = raw.decode("utf-8", errors="replace").rstrip("\r")[:2000]
-            if len(self.console_lines) < CONSOLE_LINES_CAP:
+            if len(self.console_lines) < LIMITS.console_lines_cap:
                 self.console_lines.append(line)
             else:
                 self.console_dropped += 1
@@ -351,7 +382,11 @@ class Guest:
             self._socks[1].sendall(header + payload)
         except OSError as e:
             raise GuestDied(self._death_reason(), self.recent_console(60)) from e
-        deadline = time.monotonic() + timeout + 5.0
+        # The guest enforces `timeout` in its own seconds; the host only gives up on a guest
+        # that stopped answering altogether (guest seconds may pass slower than wall ones on
+        # a loaded host).
+        host_wait = timeout * LIMITS.host_factor + LIMITS.host_grace_s
+        deadline = time.monotonic() + host_wait
         fatal_since = 0.0
         with self._cond:
             while True:
@@ -388,7 +423,7 @@ class Guest:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise GuestHung(
-                        f"no answer to {command!r} within {timeout + 5:.0f} s",
+                        f"no answer to {command!r} within {host_wait:.0f} s",
                         self.recent_console(60),
                     )
                 self._cond.wait(timeout=min(left, 0.5))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from grader.errors import EnvironmentProblem
 
-GUEST_SRC = Path(__file__).resolve().parent / "guest"
+GUEST_SRC = Path(__file__).resolve().parent / "guest_image"
 HELPERS = ("agent", "burn", "memhog", "readloop")
 BUSYBOX = Path("/bin/busybox")
 
@@ -104,16 +104,29 @@ def build_base(cache: Path) -> Path:
     return target
 
 
-def with_modules(base: Path, modules: dict[str, bytes], out: Path) -> Path:
-    """Append an uncompressed cpio holding /mod/<name> files to the base image.
+def with_files(base: Path, files: dict[str, bytes], out: Path) -> Path:
+    """Append an uncompressed cpio holding `files` (archive path -> bytes) to the base image.
 
-    The kernel unpacks concatenated archives in order, so the module under test needs no
-    rebuild of the base image and no transfer over the slow serial port."""
-    extra = cpio_newc([_file(f"mod/{name}", data, 0o644) for name, data in modules.items()])
+    The kernel unpacks concatenated archives in order, so nothing of the base image is rebuilt
+    and nothing travels through the slow serial port."""
+    dirs = sorted({str(p) for n in files for p in Path(n).parents} - {"."})
+    extra = cpio_newc([*(_dir(d) for d in dirs),
+                       *(_file(n, data, 0o644) for n, data in files.items())])
     head = base.read_bytes()
     with open(out, "wb") as f:
         f.write(head)
         # The kernel looks for the next archive's header at a 4-byte boundary; zeros are skipped.
         f.write(b"\0" * (-len(head) % 4))
         f.write(extra)
+    return out
+
+
+def with_modules(base: Path, modules: dict[str, bytes], out: Path) -> Path:
+    """The base image with /mod/<name> files (a cold-booted guest's modules)."""
+    return with_files(base, {f"mod/{name}": data for name, data in modules.items()}, out)
+
+
+def payload(files: dict[str, bytes], out: Path) -> Path:
+    """A newc cpio of `files` (name -> bytes) that a restored guest unpacks into /mod."""
+    out.write_bytes(cpio_newc([_file(n, data, 0o644) for n, data in files.items()]))
     return out

@@ -21,8 +21,9 @@ from elftools.elf.elffile import ELFFile
 
 from grader.errors import SubmissionError
 from grader.kbuild import KbuildInfo, parse_kbuild
+from grader.limits import DEFAULT as LIMITS
+from grader.limits import Limits
 
-MiB = 1024 * 1024
 ACCEPTED = (
     "accepted: .tar, .tar.gz/.tgz, .tar.xz, .tar.bz2, .zip, a directory, "
     "a single .c file, or a prebuilt .ko"
@@ -65,15 +66,6 @@ _COMMENTS = re.compile(r"/\*.*?\*/|//[^\n]*", re.DOTALL)
 
 
 @dataclass(frozen=True)
-class Limits:
-    """Bounds on what a submission may unpack to."""
-
-    max_total_bytes: int = 20 * MiB
-    max_files: int = 2000
-    max_file_bytes: int = 5 * MiB
-
-
-@dataclass(frozen=True)
 class Submission:
     """A submission taken in: where its module sources are and what they build."""
 
@@ -93,7 +85,7 @@ def intake(
     workdir: Path,
     *,
     module_name: str | None = None,
-    limits: Limits = Limits(),
+    limits: Limits = LIMITS,
 ) -> Submission:
     """Copy or unpack `path` into `workdir/src` (replaced if present) and locate the module.
 

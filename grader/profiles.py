@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from grader.errors import ConfigError
 
-DEFAULT_PROFILE = "6.1"
+# The profile used when none is named; an image made by `grader image build` sets it to its own.
+DEFAULT_PROFILE = os.environ.get("GRADER_PROFILE") or "6.1"
 
 
 def project_root() -> Path:
@@ -26,6 +27,27 @@ def cache_root() -> Path:
 
 
 @dataclass(frozen=True)
+class Clock:
+    """How a guest keeps time. "warped": one vCPU and QEMU's -icount with sleep=off, so that
+    idle guest time passes at no wall cost (slow samplers, long histories); "realtime": several
+    vCPUs on the wall clock (races need real parallelism)."""
+
+    name: str
+    cpus: int
+    icount: str = ""  # QEMU -icount argument, e.g. "shift=4,sleep=off"; "" for none
+
+    @property
+    def warped(self) -> bool:
+        return bool(self.icount)
+
+
+DEFAULT_CLOCKS = {
+    "warped": {"cpus": 1, "icount": "shift=4,sleep=off"},
+    "realtime": {"cpus": 2},
+}
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     description: str
@@ -38,6 +60,23 @@ class Profile:
     memory_mib: int
     cpus: int
     path: Path
+    # A kernel built from source (grader/kernel_build.py) instead of Debian's binary packages:
+    # the source package, the configuration fragment under vm-images/ applied on top of
+    # tinyconfig, and the expected number of build steps (the progress bar's first estimate).
+    source_package: str = ""
+    config_fragment: str = ""
+    build_steps: int = 0
+    clocks: dict[str, Clock] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def from_source(self) -> bool:
+        return bool(self.source_package)
+
+    def clock(self, name: str) -> Clock:
+        if name not in self.clocks:
+            raise ConfigError(f"profile {self.name} has no clock {name!r}; "
+                              f"valid: {', '.join(sorted(self.clocks))}")
+        return self.clocks[name]
 
     @property
     def cache_dir(self) -> Path:
@@ -67,13 +106,20 @@ def load_profile(name: str | None = None) -> Profile:
             description=d.get("description", ""),
             build_suite=d["build_suite"],
             apt_sources=tuple(d["apt_sources"]),
-            image_package=d["image_package"],
-            headers_package=d["headers_package"],
+            image_package=d.get("image_package", "") if d.get("source_package") else d["image_package"],
+            headers_package=d.get("headers_package", "") if d.get("source_package") else d["headers_package"],
             pin=d.get("pin", ""),
             cmdline=tuple(d["cmdline"]),
             memory_mib=int(d.get("memory_mib", 512)),
             cpus=int(d.get("cpus", 1)),
             path=path,
+            source_package=d.get("source_package", ""),
+            config_fragment=d.get("config_fragment", ""),
+            build_steps=int(d.get("build_steps", 0)),
+            clocks={
+                n: Clock(n, int(c.get("cpus", 1)), str(c.get("icount", "")))
+                for n, c in {**DEFAULT_CLOCKS, **d.get("clocks", {})}.items()
+            },
         )
     except (KeyError, TypeError, ValueError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"kernel profile {path} is invalid: {e!r}") from e

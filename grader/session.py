@@ -1,15 +1,16 @@
 """Glue between provisioning, build and guest: a ready environment for one kernel profile."""
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from grader import initramfs, provision
+from grader import initramfs, provision, snapshots
 from grader.backends import Backend
 from grader.build import BuildRequest, BuildResult, build_module
 from grader.errors import EnvironmentProblem
-from grader.guest import BootSpec, Guest, qemu_version
+from grader.guest import Guest, qemu_version
 from grader.profiles import Profile, cache_root, load_profile, project_root
 
 REFERENCE_DIR = "reference/taskmonitor"
@@ -61,17 +62,28 @@ def build_reference(env: Environment, workdir: Path, stage: int = 7) -> BuildRes
 
 
 def boot(env: Environment, modules: dict[str, Path], workdir: Path | None = None,
-         extra_cmdline: tuple[str, ...] = (), boot_timeout: float = 30.0,
-         backend: Backend | None = None) -> Guest:
-    """A guest (not started yet: use it as a context manager) with the modules under /mod."""
+         extra_cmdline: tuple[str, ...] = (), boot_timeout: float | None = None,
+         backend: Backend | None = None, *, clock: str = "realtime",
+         snapshot: bool | None = None, progress=lambda _m: None) -> Guest:  # type: ignore[no-untyped-def]
+    """A guest (not started yet: use it as a context manager) with the modules under /mod.
+
+    By default it is restored from the profile's saved guest of that clock (made on first
+    use, see grader/snapshots.py); `snapshot=False`, an extra kernel command line or
+    GRADER_SNAPSHOTS=0 boot it instead."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix="grader-guest-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    initrd = initramfs.with_modules(
-        env.base_initrd, {f"{n}.ko": p.read_bytes() for n, p in modules.items()},
-        workdir / "initrd.img",
-    )
-    spec = BootSpec(kernel=env.kernel.vmlinuz_path, initrd=initrd, cmdline=env.profile.cmdline,
-                    memory_mib=env.profile.memory_mib, cpus=env.profile.cpus, accel=env.accel,
-                    extra_cmdline=extra_cmdline)
-    return Guest(spec, workdir, boot_timeout=boot_timeout,
-                 launcher=backend.launcher() if backend else None)
+    files = {f"{n}.ko": p.read_bytes() for n, p in modules.items()}
+    launcher = backend.launcher() if backend else None
+    clk = env.profile.clock(clock)
+    use_snapshot = snapshots.enabled() if snapshot is None else snapshot
+    if use_snapshot and not extra_cmdline:
+        qemu = getattr(backend, "qemu_version", "") or env.qemu
+        snap = snapshots.ensure(env, clk, launcher=launcher, qemu=qemu, progress=progress)
+        spec = dataclasses.replace(snapshots.spec_for(env, clk, snap.initrd),
+                                   payload=initramfs.payload(files, workdir / "payload.cpio"),
+                                   snapshot=snap.state)
+        return Guest(spec, workdir, boot_timeout=boot_timeout, launcher=launcher,
+                     release=snap.release)
+    initrd = initramfs.with_modules(env.base_initrd, files, workdir / "initrd.img")
+    spec = dataclasses.replace(snapshots.spec_for(env, clk, initrd), extra_cmdline=extra_cmdline)
+    return Guest(spec, workdir, boot_timeout=boot_timeout, launcher=launcher)
