@@ -162,3 +162,30 @@ def generation_note(h: SourceHints, profile_name: str,
     if not sentences:
         return None
     return " ".join(("This code " if i == 0 else "It also ") + s for i, s in enumerate(sentences))
+
+
+# Moved out of <linux/sched.h> in 4.11: code of that time calls them with no other include.
+SPLIT_SCHED = ("task_lock", "task_unlock", "get_task_struct", "put_task_struct", "task_cputime",
+               "task_cputime_adjusted", "thread_group_cputime_adjusted", "signal_pending",
+               "fatal_signal_pending", "get_task_mm", "mmput", "for_each_process")
+_IMPLICIT = re.compile(r"implicit declaration of function '(\w+)'")
+
+
+def compat_note(messages: Iterable[str], compat: bool) -> str | None:
+    """A sentence for a build that failed on what the split of <linux/sched.h> (4.11) or the
+    removal of cputime_t moved away: `--compat` includes the split headers."""
+    if compat:
+        return None
+    names = sorted({m.group(1) for msg in messages for m in [_IMPLICIT.search(msg)] if m
+                    and m.group(1) in SPLIT_SCHED})
+    cputime = any("cputime_t" in msg for msg in messages)
+    if not names and not cputime:
+        return None
+    what = []
+    if names:
+        what.append(f"{', '.join(names)} (moved out of <linux/sched.h> in 4.11)")
+    if cputime:
+        what.append("cputime_t (removed in 4.11)")
+    return ("This code was written for kernels before 4.11: it uses " + " and ".join(what)
+            + ". Grade it with `--compat`, which includes the split <linux/sched/*.h> headers "
+            "and maps cputime_t to u64.")

@@ -12,6 +12,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
+from grader.callgraph import module_calls
 from grader.errors import EnvironmentProblem
 
 
@@ -31,6 +32,10 @@ class KoInfo:
     sections: frozenset[str]
     notes: tuple[str, ...] = ()  # anomalies met while reading; never raised
     duration_s: float = 0.0
+    # Kernel functions called by the init and exit functions, in program order (None: no such
+    # function); see grader/callgraph.py.
+    init_calls: tuple[str, ...] | None = None
+    exit_calls: tuple[str, ...] | None = None
 
 
 def inspect_ko(path: Path) -> KoInfo:
@@ -45,6 +50,11 @@ def inspect_ko(path: Path) -> KoInfo:
             sections = frozenset(s.name for s in elf.iter_sections())
             imports, defined, sym_values = _symbols(elf)
             modinfo = _modinfo(elf)
+            try:
+                init_calls, exit_calls = module_calls(elf)
+            except Exception as e:  # any shape we do not know: the checks fall back, noted
+                init_calls = exit_calls = None
+                notes.append(f"calls of init/exit not read ({type(e).__name__}: {e})")
             has_dwarf = elf.get_section_by_name(".debug_info") is not None
             inlined: frozenset[str] = frozenset()
             if has_dwarf:
@@ -64,7 +74,7 @@ def inspect_ko(path: Path) -> KoInfo:
         path=path, imports=imports, defined=defined, modinfo=modinfo, params=_params(modinfo),
         license=modinfo.get("license", [None])[0], vermagic=vermagic.rstrip() if vermagic else None,
         inlined=inlined, has_dwarf=has_dwarf, sections=sections, notes=tuple(notes),
-        duration_s=time.monotonic() - t0,
+        duration_s=time.monotonic() - t0, init_calls=init_calls, exit_calls=exit_calls,
     )
 
 
@@ -404,10 +414,34 @@ def _uses_kernel_api(info: KoInfo, name: str) -> bool:
 
 
 def unpaired(info: KoInfo, pairs: Iterable[tuple[list[str], list[str]]]) -> list[tuple[str, list[str]]]:
-    """(setup found, teardown alternatives) for every setup used whose teardown never is."""
+    """(setup found, teardown alternatives) for every setup the module uses whose teardown is
+    not on its exit path (the exit function and what it calls; anywhere in the module when the
+    exit function could not be read). A teardown only in the init function's error path does
+    not count: it never runs at rmmod."""
+    exit_path = set(info.exit_calls) if info.exit_calls is not None else None
     missing = []
     for setups, teardowns in pairs:
         found = next((s for s in setups if _uses_kernel_api(info, s)), None)
-        if found and not any(_uses_kernel_api(info, t) for t in teardowns):
+        if not found:
+            continue
+        if exit_path is not None:
+            ok = any(t in exit_path for t in teardowns)
+        else:
+            ok = any(_uses_kernel_api(info, t) for t in teardowns)
+        if not ok:
             missing.append((found, list(teardowns)))
     return missing
+
+
+def order_violations(info: KoInfo, rules: Iterable[tuple[list[str], list[str]]]
+                     ) -> list[tuple[str, str]]:
+    """(a call of `first`, a call of `then`) for each rule whose `then` comes before a `first`
+    on the exit path. A rule with either side absent from the exit path is not broken."""
+    calls = list(info.exit_calls or ())
+    out = []
+    for first, then in rules:
+        fi = [i for i, c in enumerate(calls) if c in first]
+        ti = [i for i, c in enumerate(calls) if c in then]
+        if fi and ti and min(ti) < max(fi):
+            out.append((calls[max(fi)], calls[min(ti)]))
+    return out

@@ -51,6 +51,10 @@ class CheckResult:
     reason: str = ""  # one line
     evidence: list[Evidence] = field(default_factory=list)
     duration_s: float = 0.0
+    # Which guest the check ran in: "warped" (one vCPU, idle time at no wall cost), "realtime"
+    # (two vCPUs on the wall clock), "" for checks that read the .ko or the logs.
+    clock: str = ""
+    strict: bool = False  # a check of the lab's exact names or formats
 
 
 @dataclass
@@ -103,6 +107,7 @@ class Stamp:
     rubric_digest: str
     submission_digest: str
     backend: str = "host"
+    image: str = ""  # id of the `grader image build` image graded in; "" outside one
 
 
 @dataclass
@@ -116,6 +121,9 @@ class GradeResult:
     build_log: str = ""
     build_command: list[str] = field(default_factory=list)
     artifacts: dict[str, str] = field(default_factory=dict)  # name -> path (console log, .ko)
+    # What the module was seen to create at insmod (files, slab caches, threads, parameters)
+    # and what the lab's probes made of it (which files show the history, ...).
+    interface: dict[str, Any] = field(default_factory=dict)
     complete: bool = True  # False when any check or stage ended in ERROR
 
     @property
@@ -161,6 +169,7 @@ class GradeResult:
             build_log=d.get("build_log", ""),
             build_command=list(d.get("build_command", [])),
             artifacts=dict(d.get("artifacts", {})),
+            interface=dict(d.get("interface", {})),
             complete=d.get("complete", True),
         )
 

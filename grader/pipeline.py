@@ -1,6 +1,8 @@
 """The grading pipeline: intake -> build -> inspect -> run -> score; each stage timed."""
 from __future__ import annotations
 
+import itertools
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -9,9 +11,10 @@ from pathlib import Path
 
 from grader import __version__, session
 from grader.backends import get_backend
-from grader.checks.context import Context
+from grader.checks.context import RunContext
 from grader.checks.runner import run_checks
 from grader.errors import GraderError
+from grader.guest import Guest
 from grader.model import GradeResult, StageResult, Stamp, Status
 from grader.profiles import load_profile
 from grader.rubric import Rubric, load_rubric
@@ -40,7 +43,7 @@ class _Stages:
 def grade(opts: RunOptions, progress: Callable[[str], None] = lambda _m: None) -> GradeResult:
     """Grade one submission. Raises GraderError only when grading itself cannot happen
     (unknown rubric or profile, unusable environment, an input that is not a submission)."""
-    from grader.hints import generation_note, source_hints
+    from grader.hints import compat_note, generation_note, source_hints
     from grader.inspect_ko import inspect_ko
     from grader.intake import intake
 
@@ -49,6 +52,7 @@ def grade(opts: RunOptions, progress: Callable[[str], None] = lambda _m: None) -
     stages = _Stages()
     work = opts.outdir / "work"
     shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(opts.outdir / "guest", ignore_errors=True)
     work.mkdir(parents=True)
 
     t0 = time.monotonic()
@@ -72,7 +76,7 @@ def grade(opts: RunOptions, progress: Callable[[str], None] = lambda _m: None) -
                     qemu_version=getattr(backend, "qemu_version", "") or env.qemu,
                     accel=env.accel, rubric=rubric.name,
                     rubric_digest=rubric.digest, submission_digest=sub.digest,
-                    backend=backend.name),
+                    backend=backend.name, image=os.environ.get("GRADER_IMAGE", "")),
         notes=notes,
     )
     build = None
@@ -91,9 +95,13 @@ def grade(opts: RunOptions, progress: Callable[[str], None] = lambda _m: None) -
                    f"{len(build.warnings)} warning(s)")
         result.build_log, result.build_command = build.log, build.command
         result.diagnostics = build.diagnostics
+        if build.status is Status.FAILED:
+            hint = compat_note([d.message for d in build.diagnostics], compat)
+            if hint and hint not in notes:
+                notes.append(hint)
         if compat:
-            notes.append("built with the compatibility header (cputime_t as u64; one-argument "
-                         "register_shrinker on 6.0-6.6)")
+            notes.append("built with the compatibility header (the <linux/sched/*.h> headers split "
+                         "off in 4.11, cputime_t as u64, one-argument register_shrinker on 6.0-6.6)")
         if build.ko:
             ko = opts.outdir / f"{sub.module_name}.ko"
             shutil.copyfile(build.ko, ko)
@@ -109,28 +117,38 @@ def grade(opts: RunOptions, progress: Callable[[str], None] = lambda _m: None) -
         if sub.kind == "ko" and info.vermagic and env.kernel.release not in info.vermagic:
             notes.append(f"the .ko was built for '{info.vermagic}', not {env.kernel.release}")
 
-    def boot_guest():  # type: ignore[no-untyped-def]
-        assert ko is not None
-        return session.boot(env, {sub.module_name: ko}, opts.outdir / "guest" / str(ctx.boots + 1),
-                            backend=backend)
+    # What the guest loads: the module without its debug information when the build made one.
+    guest_ko = build.guest_ko if build is not None and build.guest_ko else ko
+    numbers = itertools.count(1)
 
-    ctx = Context(rubric=rubric, module=sub.module_name, ko=ko, info=info, hints=hints,
-                  build=build, boot_guest=boot_guest, prebuilt=sub.kind == "ko", progress=progress)
+    def boot_guest(clock: str, _n: int) -> Guest:
+        assert guest_ko is not None
+        n = next(numbers)
+        return session.boot(env, {sub.module_name: guest_ko},
+                            opts.outdir / "guest" / f"{n}-{clock}", backend=backend, clock=clock,
+                            progress=progress)
+
+    run = RunContext(rubric=rubric, module=sub.module_name, ko=ko, info=info, hints=hints,
+                     build=build, boot_guest=boot_guest, prebuilt=sub.kind == "ko",
+                     progress=progress)
     t0 = time.monotonic()
     try:
-        result.exercises = run_checks(ctx, rubric)
+        result.exercises = run_checks(run)
     finally:
         backend.cleanup()
-    stages.add("run", Status.PASSED, t0, f"{ctx.boots} guest boot(s), timeouts x{ctx.scale:.2f}"
-               + (f", boot {min(ctx.boot_times):.1f} s" if ctx.boot_times else ""))
-    if ctx.boot_failures:
-        notes.append(f"the guest failed to boot {len(ctx.boot_failures)} time(s) and was "
-                     f"booted again (the environment's fault, not counted): "
-                     f"{ctx.boot_failures[0][:200]}")
-    for i, _log in enumerate(ctx.logs, 1):
-        path = opts.outdir / "guest" / str(i) / "console.log"
-        if path.exists():
-            result.artifacts[f"console_{i}"] = str(path)
+    sessions = list(run.sessions.values())
+    boots = [t for s in sessions for t in s.boot_times]
+    stages.add("run", Status.PASSED, t0, f"{len(boots)} guest(s): "
+               + ", ".join(f"{s.boots} {s.clock}" for s in sessions)
+               + (f"; restore/boot {min(boots):.1f} s" if boots else ""))
+    failures = [f for s in sessions for f in s.boot_failures]
+    if failures:
+        notes.append(f"a guest failed to start {len(failures)} time(s) and was started again "
+                     f"(the environment's fault, not counted): {failures[0][:200]}")
+    if run.interface is not None:
+        result.interface = {**run.interface.to_dict(), **run.lab.summary()}
+    for path in sorted((opts.outdir / "guest").glob("*/console.log")):
+        result.artifacts[f"console_{path.parent.name}"] = str(path)
     errors = [c for e in result.exercises for c in e.checks if c.status is Status.ERROR]
     result.complete = not errors and all(s.status is not Status.ERROR for s in stages.items)
     result.stages = stages.items

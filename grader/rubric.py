@@ -1,4 +1,8 @@
-"""Rubrics: TOML files under rubrics/ loaded into frozen dataclasses, validated up front."""
+"""Rubrics: TOML files under rubrics/ loaded into frozen dataclasses, validated up front.
+
+This module knows nothing of the check functions: grader.checks resolves a rubric's `kind`s
+against the registry of its lab (grader.checks.load_lab), so there is no import cycle.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -8,9 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from grader.errors import ConfigError
+from grader.limits import DEFAULT as DEFAULT_LIMITS
+from grader.limits import Limits
 from grader.profiles import project_root
 
 PHASES = ("static", "loaded", "unloaded", "final")
+CLOCKS = ("warped", "realtime")
+_CHECK_KEYS = {"id", "title", "kind", "points", "phase", "visible", "needs", "params", "strict",
+               "clock"}
 
 
 @dataclass(frozen=True)
@@ -18,12 +27,18 @@ class CheckSpec:
     id: str
     exercise: int
     title: str
-    kind: str  # name of a registered check function
+    kind: str  # name of a check function registered by the lab
     points: float
     phase: str
-    visible: bool = True
-    needs: tuple[str, ...] = ()
+    visible: bool = True  # shown to students
+    needs: tuple[str, ...] = ()  # physical prerequisites: checks that must have passed
     params: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    strict: bool = False  # a check of the lab's exact names or formats: nothing may need it
+    clock: str = "warped"  # for loaded/unloaded checks: which guest they run in
+
+    @property
+    def in_guest(self) -> bool:
+        return self.phase in ("loaded", "unloaded")
 
 
 @dataclass(frozen=True)
@@ -37,18 +52,11 @@ class Exercise:
 class Rubric:
     name: str
     title: str
-    module: str
+    lab: str  # the package of probes and check kinds: grader.labs.<lab>
+    module: str  # the module's expected name
     compat: bool
-    target_param: str
-    period_params: tuple[str, ...]
-    period_value: int
-    history_wait_s: float
-    sysfs: str
-    debugfs: str
-    slab_cache: str
-    line_format: str
-    page_size: int
-    timeouts: dict[str, float] = field(hash=False, compare=False)
+    settings: dict[str, Any] = field(hash=False, compare=False)  # the [lab] table, as written
+    limits: Limits = DEFAULT_LIMITS
     pairs: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = ()
     exercises: tuple[Exercise, ...] = ()
     digest: str = ""
@@ -66,6 +74,14 @@ class Rubric:
     def max_points(self, up_to: int | None = None) -> float:
         return sum(c.points for c in self.checks() if up_to is None or c.exercise <= up_to)
 
+    def clocks(self) -> list[str]:
+        """The guests' clocks this rubric's checks run in, in order of first use."""
+        out: list[str] = []
+        for c in self.checks():
+            if c.in_guest and c.clock not in out:
+                out.append(c.clock)
+        return out
+
 
 def rubric_dir() -> Path:
     return project_root() / "rubrics"
@@ -81,46 +97,59 @@ def load_rubric(name_or_path: str = "tp07") -> Rubric:
     raw = path.read_bytes()
     try:
         d = tomllib.loads(raw.decode())
-        return _parse(d, path, hashlib.sha256(raw).hexdigest())
-    except (KeyError, TypeError, ValueError) as e:
-        raise ConfigError(f"rubric {path} is invalid: {e!r}") from e
+        rubric = _parse(d, path, hashlib.sha256(raw).hexdigest())
+    except (KeyError, TypeError, ValueError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"rubric {path} is invalid: {e}") from e
+    from grader.checks import resolve  # the lab's check kinds, validated against the rubric
+
+    resolve(rubric)
+    return rubric
+
+
+def _spec(c: dict[str, Any], exercise: int) -> CheckSpec:
+    unknown = set(c) - _CHECK_KEYS
+    if unknown:
+        raise ValueError(f"check {c.get('id', '?')}: unknown keys {sorted(unknown)}")
+    spec = CheckSpec(
+        id=c["id"], exercise=exercise, title=c["title"], kind=c["kind"],
+        points=float(c["points"]), phase=c["phase"], visible=bool(c.get("visible", True)),
+        needs=tuple(c.get("needs", ())), params=dict(c.get("params", {})),
+        strict=bool(c.get("strict", False)), clock=str(c.get("clock", "warped")),
+    )
+    if spec.phase not in PHASES:
+        raise ValueError(f"check {spec.id}: phase must be one of {PHASES}")
+    if spec.clock not in CLOCKS:
+        raise ValueError(f"check {spec.id}: clock must be one of {CLOCKS}")
+    return spec
 
 
 def _parse(d: dict[str, Any], path: Path, digest: str) -> Rubric:
-    from grader.checks import REGISTRY  # the check functions the rubric may name
-
-    mp, paths, fmt = d["module_params"], d["paths"], d["format"]
     exercises = []
-    phase_of: dict[str, str] = {}
+    seen: dict[str, CheckSpec] = {}
     for e in d["exercises"]:
         checks = []
         for c in e["checks"]:
-            spec = CheckSpec(
-                id=c["id"], exercise=int(e["number"]), title=c["title"], kind=c["kind"],
-                points=float(c["points"]), phase=c["phase"], visible=bool(c.get("visible", True)),
-                needs=tuple(c.get("needs", ())), params=dict(c.get("params", {})),
-            )
-            if spec.kind not in REGISTRY:
-                raise ValueError(f"check {spec.id}: unknown kind {spec.kind!r} "
-                                 f"(known: {', '.join(sorted(REGISTRY))})")
-            if spec.phase not in PHASES:
-                raise ValueError(f"check {spec.id}: phase must be one of {PHASES}")
+            spec = _spec(c, int(e["number"]))
+            if spec.id in seen:
+                raise ValueError(f"check {spec.id} is defined twice")
             for n in spec.needs:
-                if n not in phase_of:
+                need = seen.get(n)
+                if need is None:
                     raise ValueError(f"check {spec.id} needs {n!r}, which is not defined before it")
-                if PHASES.index(phase_of[n]) > PHASES.index(spec.phase):
+                if PHASES.index(need.phase) > PHASES.index(spec.phase):
                     raise ValueError(f"check {spec.id} needs {n!r}, which runs in a later phase")
-            phase_of[spec.id] = spec.phase
+                if need.strict:
+                    raise ValueError(f"check {spec.id} needs {n!r}, a strict format or naming "
+                                     "check: such a check costs its own points and is never a "
+                                     "prerequisite")
+            seen[spec.id] = spec
             checks.append(spec)
         exercises.append(Exercise(int(e["number"]), e["title"], tuple(checks)))
+    settings = dict(d.get("settings", {}))
     return Rubric(
-        name=d["name"], title=d["title"], module=d["module"], compat=bool(d.get("compat", False)),
-        target_param=mp["target"], period_params=tuple(mp.get("period", ())),
-        period_value=int(mp.get("period_value", 10)),
-        history_wait_s=float(mp.get("history_wait_s", 30)),
-        sysfs=paths["sysfs"], debugfs=paths["debugfs"], slab_cache=paths["slab_cache"],
-        line_format=fmt["line"], page_size=int(fmt.get("page_size", 4096)),
-        timeouts={k: float(v) for k, v in d.get("timeouts", {}).items()},
+        name=d["name"], title=d["title"], lab=str(d["lab"]), module=str(settings["module"]),
+        compat=bool(d.get("compat", False)), settings=settings,
+        limits=DEFAULT_LIMITS.with_overrides(d.get("limits", {})),
         pairs=tuple((tuple(p["setup"]), tuple(p["teardown"])) for p in d.get("pairs", [])),
         exercises=tuple(exercises), digest=digest, path=path,
     )

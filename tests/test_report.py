@@ -288,3 +288,28 @@ def test_write_reports_unknown_format(result: GradeResult, tmp_path) -> None:
     with pytest.raises(ConfigError, match="valid: html, json, junit, text"):
         write_reports(result, tmp_path / "x", {"json", "pdf"})
     assert not (tmp_path / "x").exists()
+
+
+def test_interface_and_clocks_are_reported_and_escaped(result: GradeResult) -> None:
+    """What the module created and the clock of each guest check reach every report; a file
+    name the student chose cannot become markup."""
+    import json
+
+    from grader.report import render_html, render_json, render_terminal
+
+    result.interface = {
+        "files": [{"path": "/sys/kernel/debug/<script>alert(1)</script>", "kind": "file",
+                   "mode": "644"}],
+        "slab_caches": ["task_sample"], "kthreads": ["taskmonitor (91)"],
+        "parameters": {"target": "90"}, "history_files": [],
+    }
+    check = result.exercises[1].checks[0]
+    check.clock = "realtime"
+    back = json.loads(render_json(result))
+    assert back["interface"]["slab_caches"] == ["task_sample"]
+    assert any(c["clock"] == "realtime" for e in back["exercises"] for c in e["checks"])
+    html = render_html(result)
+    assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)" in html
+    assert "What the module created" in html and "realtime guest" in html
+    text = render_terminal(result, verbose=True)
+    assert "slab cache: task_sample" in text and "(ran in the realtime guest)" in text

@@ -121,8 +121,10 @@ def load_variant(path: Path, rubric: Rubric | None = None) -> Variant:
         raise VariantError(f"{where}: layout must be one of {LAYOUTS}, not {layout!r}")
     ids = {c.id for c in rubric.checks()}
     expect: dict[str, Status] = {}
-    for cid, st in d.get("expect", {}).items():
-        if cid not in ids:
+    raw_expect = dict(d.get("expect", {}))
+    rest = raw_expect.pop("*", None)  # the status of every check not listed
+    for cid, st in [*raw_expect.items(), *([("*", rest)] if rest else [])]:
+        if cid != "*" and cid not in ids:
             raise VariantError(f"{where}: [expect] names unknown check {cid!r}")
         try:
             status = Status(st)
@@ -132,7 +134,10 @@ def load_variant(path: Path, rubric: Rubric | None = None) -> Variant:
             raise VariantError(f"{where}: [expect] {cid} = {st!r}: expected one of "
                                f"{sorted(s.value for s in EXPECTABLE)} (a passing check is "
                                "simply not listed)")
-        expect[cid] = status
+        if cid == "*":
+            expect.update({i: status for i in ids if i not in raw_expect})
+        else:
+            expect[cid] = status
     problems = dict(d.get("grader_problem", {}))
     for cid in problems:
         if cid != "*" and cid not in ids:

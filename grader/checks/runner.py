@@ -1,95 +1,141 @@
-"""Runs a rubric's checks phase by phase; turns crashes and hangs into statuses, never into
-a grader failure, and reboots a fresh guest for the next check after one."""
+"""Runs a rubric's checks: static ones first, then each clock's guest checks in its own lane (the
+lanes run side by side: a check that needs another lane's result waits for it), then the final
+ones. Crashes and hangs become statuses, never a grader failure; a crash costs the check where it
+happened and the next check of that lane gets a fresh guest."""
 from __future__ import annotations
 
+import threading
 import time
 import traceback
 
 from grader import klog
 from grader.checks import REGISTRY, Outcome
-from grader.checks.context import CommandHung, Context, NotLoaded
+from grader.checks.context import CheckCall, RunContext
+from grader.checks.session import CommandHung, GuestSession, NotLoaded
 from grader.errors import EnvironmentProblem
 from grader.guest import GuestDied, GuestHung
 from grader.model import CheckResult, Evidence, ExerciseResult, Status
-from grader.rubric import PHASES, CheckSpec, Rubric
+from grader.rubric import PHASES, CheckSpec
 
 
-def _skip_reason(ctx: Context, spec: CheckSpec) -> str | None:
+def _skip_reason(run: RunContext, spec: CheckSpec) -> str | None:
     for need in spec.needs:
-        r = ctx.results.get(need)
+        r = run.result(need)
         if r is None or r.status is not Status.PASSED:
             st = r.status.value.replace("_", " ") if r else "did not run"
             return f"needs {need} ({r.title if r else need}), which {st}"
     return None
 
 
-def run_one(ctx: Context, spec: CheckSpec) -> CheckResult:
+def _execute(call: CheckCall) -> Outcome:
+    """The check function, with the guest's death or hang turned into the check's status."""
+    spec, s = call.spec, call.session
+    try:
+        out = REGISTRY[spec.kind](call)
+        if s is None:
+            return out
+        g = s.guest
+        if out.status is Status.FAILED and g is not None and g.alive and g.fatal is None:
+            # A failure may be the first sign of a dying kernel (commands fail while the oops
+            # is still being printed): give a panic half a second to show itself.
+            g.run("sleep 0.5", 10)
+        if g is not None and (g.fatal is not None or not g.alive):
+            # The kernel died during the check, whatever the check concluded from the
+            # commands that failed meanwhile: the check is CRASHED, counted once.
+            raise GuestDied(g._death_reason(), g.recent_console(80))
+        if out.status is Status.FAILED and g is not None and g is s.check_guest:
+            during = s.console_since(s.check_mark)[-40:]
+            if during and not any(ev.log for ev in out.evidence):
+                out.evidence.append(Evidence("kernel log during the check", log=during))
+        return out
+    except GuestDied as e:
+        lines = e.log
+        idx = next((i for i, ln in enumerate(lines)
+                    if (c := klog.classify(ln)) and c[1] == "fatal"), max(0, len(lines) - 30))
+        if s is not None:
+            s.discard(crashed=True)
+        return Outcome(Status.CRASHED, f"the module crashed the kernel: {e.reason}",
+                       [Evidence("kernel log", "no crash", e.reason, klog.excerpt(lines, idx, 5, 40))])
+    except GuestHung as e:
+        if s is not None:
+            s.discard(crashed=True)
+        return Outcome(Status.TIMED_OUT, f"the guest stopped answering: {e.reason}",
+                       [Evidence("kernel log", "an answer", e.reason, e.log[-30:])])
+    except CommandHung as e:
+        if s is not None:
+            s.discard()
+        return Outcome(Status.TIMED_OUT, f"the module hung a command: {e}")
+    except NotLoaded as e:
+        return Outcome(Status.FAILED, f"the module did not load: {e}")
+    except EnvironmentProblem as e:
+        if s is not None:
+            s.discard()
+        return Outcome(Status.ERROR, f"grader environment: {e}")
+    except Exception as e:  # a bug of ours must not cost the student: say so, go on
+        if s is not None:
+            s.discard()
+        return Outcome(Status.ERROR, f"grader bug in {spec.kind}: {e!r}",
+                       [Evidence("traceback", seen=traceback.format_exc()[-3000:])])
+
+
+def run_one(run: RunContext, spec: CheckSpec, session: GuestSession | None) -> CheckResult:
     t0 = time.monotonic()
-    ctx.evidence = []
-    reason = _skip_reason(ctx, spec)
+    if session is not None:
+        session.evidence = []
+    reason = _skip_reason(run, spec)
     if reason:
         out = Outcome.skip(reason)
     else:
-        ctx.progress(f"{spec.id}: {spec.title}")
-        guest, mark = ctx.guest, ctx.console_mark()
-        ctx.check_guest, ctx.check_mark = guest, mark
-        try:
-            out = REGISTRY[spec.kind](ctx, spec)
-            g = ctx.guest
-            if out.status is Status.FAILED and g is not None and g.alive and g.fatal is None:
-                # A failure may be the first sign of a dying kernel (commands fail while the
-                # oops is still being printed): give a panic half a second to show itself.
-                g.run("sleep 0.5", 10)
-            if g is not None and (g.fatal is not None or not g.alive):
-                # The kernel died during the check, whatever the check concluded from the
-                # commands that failed meanwhile: the check is CRASHED, counted once.
-                raise GuestDied(g._death_reason(), g.recent_console(80))
-            if out.status is Status.FAILED and guest is not None and guest is ctx.guest:
-                # What the kernel printed (warnings and worse) while the check ran.
-                during = ctx.console_since(mark)[-40:]
-                if during and not any(ev.log for ev in out.evidence):
-                    out.evidence.append(Evidence("kernel log during the check", log=during))
-        except GuestDied as e:
-            lines = e.log
-            idx = next((i for i, ln in enumerate(lines) if klog.classify(ln)
-                        and klog.classify(ln)[1] == "fatal"), max(0, len(lines) - 30))  # type: ignore[index]
-            out = Outcome(Status.CRASHED, f"the module crashed the kernel: {e.reason}",
-                          [Evidence("kernel log", "no crash", e.reason, klog.excerpt(lines, idx, 5, 40))])
-            ctx.discard_guest(crashed=True)
-        except GuestHung as e:
-            out = Outcome(Status.TIMED_OUT, f"the guest stopped answering: {e.reason}",
-                          [Evidence("kernel log", "an answer", e.reason, e.log[-30:])])
-            ctx.discard_guest(crashed=True)
-        except CommandHung as e:
-            out = Outcome(Status.TIMED_OUT, f"the module hung a command: {e}")
-            ctx.discard_guest()
-        except NotLoaded as e:
-            out = Outcome(Status.FAILED, f"the module did not load: {e}")
-        except EnvironmentProblem as e:
-            out = Outcome(Status.ERROR, f"grader environment: {e}")
-            ctx.discard_guest()
-        except Exception as e:  # a bug of ours must not cost the student: say so, go on
-            out = Outcome(Status.ERROR, f"grader bug in {spec.kind}: {e!r}",
-                          [Evidence("traceback", seen=traceback.format_exc()[-3000:])])
-            ctx.discard_guest()
-    return CheckResult(
+        run.progress(f"{spec.id}: {spec.title}" + (f" [{session.clock}]" if session else ""))
+        if session is not None:
+            session.check_guest, session.check_mark = session.guest, session.console_mark()
+        out = _execute(CheckCall(spec, run, session))
+    evidence = [*(session.evidence if session else []), *out.evidence]
+    result = CheckResult(
         id=spec.id, exercise=spec.exercise, title=spec.title, status=out.status,
         points=spec.points if out.status is Status.PASSED else 0.0, max_points=spec.points,
-        visible=spec.visible, reason=out.reason, evidence=[*ctx.evidence, *out.evidence],
-        duration_s=round(time.monotonic() - t0, 3),
+        visible=spec.visible, reason=out.reason, evidence=evidence,
+        duration_s=round(time.monotonic() - t0, 3), clock=session.clock if session else "",
+        strict=spec.strict,
     )
+    run.set_result(result)
+    return result
 
 
-def run_checks(ctx: Context, rubric: Rubric, phases: tuple[str, ...] = PHASES) -> list[ExerciseResult]:
-    """Every check of the rubric, in phase order; results grouped by exercise in rubric order."""
+def _lane(run: RunContext, clock: str, specs: list[CheckSpec]) -> None:
+    session = run.session(clock)
     try:
-        for phase in phases:
-            for spec in rubric.checks():
-                if spec.phase == phase:
-                    ctx.results[spec.id] = run_one(ctx, spec)
+        for spec in specs:
+            run_one(run, spec, session)
     finally:
-        ctx.close()
+        session.close()
+
+
+def run_checks(run: RunContext) -> list[ExerciseResult]:
+    """Every check of the rubric; results grouped by exercise in rubric order."""
+    rubric = run.rubric
+    order = sorted(rubric.checks(), key=lambda c: PHASES.index(c.phase))  # stable: rubric order
+    try:
+        for spec in order:
+            if spec.phase == "static":
+                run_one(run, spec, None)
+        lanes = {clock: [c for c in order if c.in_guest and c.clock == clock]
+                 for clock in rubric.clocks()}
+        threads = [threading.Thread(target=_lane, args=(run, clock, specs), name=f"lane-{clock}")
+                   for clock, specs in lanes.items()]
+        for t in threads[1:]:
+            t.start()
+        if threads:
+            threads[0].run()  # the first lane in this thread
+        for t in threads[1:]:
+            t.join()
+        for spec in order:
+            if spec.phase == "final":
+                run_one(run, spec, None)
+    finally:
+        for s in list(run.sessions.values()):
+            s.close()
     return [
-        ExerciseResult(e.number, e.title, [ctx.results[c.id] for c in e.checks if c.id in ctx.results])
+        ExerciseResult(e.number, e.title, [run.results[c.id] for c in e.checks if c.id in run.results])
         for e in rubric.exercises
     ]

@@ -130,3 +130,21 @@ def stages_line(result: GradeResult) -> str:
         parts.append(f"{clean(s.name)} {s.duration_s:.2f}s{flag}")
     total = sum(s.duration_s for s in result.stages)
     return f"Stages: {', '.join(parts)} (total {total:.2f}s)" if parts else "Stages: none recorded"
+
+
+def interface_lines(interface: dict) -> list[str]:  # type: ignore[type-arg]
+    """The module's observed interface (files, caches, threads, parameters, history files),
+    one cleaned line each."""
+    out = []
+    for f in interface.get("files", []):
+        out.append(f"{f.get('kind', '?'):4s} {f.get('mode', ''):>4s} {f.get('path', '')}")
+    for key, label in (("slab_caches", "slab cache"), ("kthreads", "kernel thread")):
+        out += [f"{label}: {x}" for x in interface.get(key, [])]
+    for name, value in interface.get("parameters", {}).items():
+        out.append(f"parameter: {name} = {value}")
+    for h in interface.get("history_files", []):
+        out.append(f"history in {h.get('path')} ({h.get('area')}"
+                   + (", writable" if h.get("writable") else "") + f"): {h.get('example', '')}")
+    if interface.get("sampling_period_parameter"):
+        out.append(f"sampling period set through: {interface['sampling_period_parameter']}")
+    return [clean(x) for x in out]

@@ -11,6 +11,7 @@ from typing import Any
 import jinja2
 
 from grader.model import CheckResult, GradeResult, Status
+from grader.report.audience import DEFAULT_AUDIENCE, for_audience
 from grader.report.common import (
     INCOMPLETE_DETAIL,
     INCOMPLETE_HEADLINE,
@@ -18,6 +19,7 @@ from grader.report.common import (
     clean,
     error_checks,
     exercise_heading,
+    interface_lines,
     outcome,
     points,
     score_text,
@@ -40,9 +42,27 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def render_html(result: GradeResult) -> str:
-    """One HTML page: stamp, score tables, checks with evidence, diagnostics, notes, timings."""
-    return _environment().get_template("report.html.j2").render(page=_page(result))
+def render_html(result: GradeResult, *, audience: str = DEFAULT_AUDIENCE,
+                class_link: str | None = None) -> str:
+    """One HTML page: score tables, stamp, checks with evidence, diagnostics, notes, timings.
+
+    audience "student" leaves out the checks the rubric hides; class_link (a relative URL)
+    adds a link back to the class page of a batch.
+    """
+    page = _page(for_audience(result, audience))
+    page["class_link"] = class_link or ""
+    page["audience"] = audience
+    return _environment().get_template("report.html.j2").render(page=page)
+
+
+def slug(base: str) -> str:
+    """The attribute-safe form of a name used for anchors ("check-ex1.apis" -> "check-ex1-apis")."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", base).strip("-") or "x"
+
+
+def check_anchor(check_id: str) -> str:
+    """The anchor of a check's row in its report (check ids are unique in a rubric)."""
+    return slug(f"check-{check_id}")
 
 
 class _Anchors:
@@ -52,11 +72,11 @@ class _Anchors:
         self.used: set[str] = set()
 
     def make(self, base: str) -> str:
-        slug = re.sub(r"[^A-Za-z0-9_-]+", "-", base).strip("-") or "x"
-        anchor, n = slug, 1
+        base = slug(base)
+        anchor, n = base, 1
         while anchor in self.used:
             n += 1
-            anchor = f"{slug}-{n}"
+            anchor = f"{base}-{n}"
         self.used.add(anchor)
         return anchor
 
@@ -115,6 +135,7 @@ def _page(result: GradeResult) -> dict[str, Any]:
         "build_command": clean(shlex.join(result.build_command)) if result.build_command else "",
         "build_log": build_lines,
         "artifacts": sorted((clean(k), clean(v)) for k, v in result.artifacts.items()),
+        "interface": interface_lines(result.interface) if result.interface else [],
     }
 
 
@@ -144,6 +165,8 @@ def _check(c: CheckResult, anchors: _Anchors) -> dict[str, Any]:
         "points": f"{points(c.points)}/{points(c.max_points)}",
         "reason": outcome(c),
         "visible": c.visible,
+        "strict": c.strict,
+        "clock": clean(c.clock),
         "duration": f"{c.duration_s:.2f}",
         "evidence": evidence,
     }

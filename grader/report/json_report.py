@@ -4,15 +4,16 @@ from __future__ import annotations
 import json
 
 from grader.model import GradeResult
+from grader.report.audience import DEFAULT_AUDIENCE, for_audience
 
 
-def render_json(result: GradeResult) -> str:
-    """The result's to_dict() as indented JSON with sorted keys.
+def render_json(result: GradeResult, audience: str = DEFAULT_AUDIENCE) -> str:
+    """The result's to_dict() as indented JSON with sorted keys (the audience's view of it).
 
     ensure_ascii stays on: text decoded with surrogateescape (raw bytes of a student's
     output) is then written as \\udcXX escapes instead of failing to encode as UTF-8.
     """
-    return json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n"
+    return json.dumps(for_audience(result, audience).to_dict(), indent=2, sort_keys=True) + "\n"
 
 
 def load_json(text: str) -> GradeResult:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from junit_xml import TestCase, TestSuite, to_xml_report_string
 
 from grader.model import CheckResult, ExerciseResult, GradeResult, Status
+from grader.report.audience import DEFAULT_AUDIENCE, for_audience
 from grader.report.common import clean, evidence_lines, outcome, points
 
 CLASS_PREFIX = "tp07"
@@ -17,9 +18,10 @@ _ERROR_TYPES = {
 }
 
 
-def render_junit(result: GradeResult) -> str:
-    """The grade as a JUnit XML document (a <testsuites> root)."""
-    return to_xml_report_string([_suite(result, ex) for ex in result.exercises])
+def render_junit(result: GradeResult, audience: str = DEFAULT_AUDIENCE) -> str:
+    """The grade as a JUnit XML document (a <testsuites> root), as `audience` may see it."""
+    view = for_audience(result, audience)
+    return to_xml_report_string([_suite(view, ex) for ex in view.exercises])
 
 
 def _suite(result: GradeResult, ex: ExerciseResult) -> TestSuite:

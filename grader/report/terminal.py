@@ -4,6 +4,7 @@ from __future__ import annotations
 import textwrap
 
 from grader.model import CheckResult, GradeResult, Status
+from grader.report.audience import DEFAULT_AUDIENCE, for_audience
 from grader.report.common import (
     INCOMPLETE_DETAIL,
     INCOMPLETE_HEADLINE,
@@ -12,6 +13,7 @@ from grader.report.common import (
     error_checks,
     evidence_lines,
     exercise_heading,
+    interface_lines,
     one_line,
     outcome,
     points,
@@ -34,8 +36,10 @@ class _Paint:
         return f"\x1b[{sgr}m{text}\x1b[0m" if self.on and sgr else text
 
 
-def render_terminal(result: GradeResult, *, color: bool = False, verbose: bool = False) -> str:
+def render_terminal(result: GradeResult, *, color: bool = False, verbose: bool = False,
+                    audience: str = DEFAULT_AUDIENCE) -> str:
     """The whole grade as text: header, exercises and checks, diagnostics, timings, total."""
+    result = for_audience(result, audience)
     paint = _Paint(color)
     out: list[str] = []
     out += _header(result, paint)
@@ -48,8 +52,13 @@ def render_terminal(result: GradeResult, *, color: bool = False, verbose: bool =
         for c in ex.checks:
             out.append(_check_line(c, width, paint))
             if verbose:
+                if c.clock:
+                    out.append(EVIDENCE_INDENT + f"(ran in the {c.clock} guest)")
                 for ev in c.evidence:
                     out += [EVIDENCE_INDENT + ln for ln in evidence_lines(ev, EVIDENCE_LINES)]
+    if verbose and result.interface:
+        out += ["", paint("What the module created (seen at insmod):", "1")]
+        out += [f"  {ln}" for ln in interface_lines(result.interface)]
     if result.notes:
         out += ["", paint("Notes:", "1")]
         out += [f"  - {clean(n)}" for n in result.notes]
@@ -105,7 +114,7 @@ def _pts(c: CheckResult) -> str:
 def _check_line(c: CheckResult, width: int, paint: _Paint) -> str:
     style = STYLES[c.status]
     mark = paint(f"{style.mark:<5}", style.ansi)
-    hidden = " [hidden]" if not c.visible else ""
+    hidden = (" [hidden]" if not c.visible else "") + (" [strict]" if c.strict else "")
     reason = outcome(c)
     tail = f": {reason}" if reason else ""
     return f"  {mark} {_pts(c):>{width}}  {clean(c.title)}{hidden}{tail}"

@@ -1,0 +1,138 @@
+"""What a module created, found by looking rather than assumed: a bounded listing of the places a
+module shows itself (files and folders under /sys/kernel, debugfs and /proc, slab caches, kernel
+threads) taken just before and just after insmod, compared."""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from grader.checks.session import GuestSession
+
+# One guest command, a few hundred lines. The big trees no module of a lab adds to are pruned
+# (slab caches are listed from /sys/kernel/slab instead of debugfs' or sysfs' per-cache files).
+LIST_SCRIPT = (
+    "find /sys/kernel -xdev \\( -path /sys/kernel/slab -o -path /sys/kernel/irq -o -path "
+    "/sys/kernel/mm \\) -prune -o -print 2>/dev/null | sed 's/^/F /'; "
+    "find /sys/kernel/debug -maxdepth 4 \\( -path /sys/kernel/debug/tracing -o -path "
+    "/sys/kernel/debug/slab -o -path /sys/kernel/debug/dynamic_debug -o -path "
+    "/sys/kernel/debug/bdi -o -path /sys/kernel/debug/block \\) -prune -o -print 2>/dev/null "
+    "| sed 's/^/F /'; "
+    "find /proc -maxdepth 2 \\( -name '[0-9]*' -o -path /proc/sys -o -path /proc/self -o -path "
+    "/proc/thread-self -o -path /proc/irq -o -path /proc/sysvipc -o -path /proc/fs \\) -prune "
+    "-o -print 2>/dev/null | sed 's/^/F /'; "
+    "ls /sys/kernel/slab 2>/dev/null | sed 's/^/S /'; "
+    "echo T $(cat /proc/2/task/2/children 2>/dev/null)"
+)
+
+
+@dataclass
+class Entry:
+    path: str
+    kind: str = "?"  # "file", "dir", "other"
+    mode: int = 0  # permission bits
+
+    @property
+    def writable(self) -> bool:
+        return bool(self.mode & 0o222)
+
+    @property
+    def readable(self) -> bool:
+        return bool(self.mode & 0o444)
+
+
+@dataclass
+class Listing:
+    paths: set[str] = field(default_factory=set)
+    caches: set[str] = field(default_factory=set)
+    kthreads: set[int] = field(default_factory=set)
+
+
+def parse_listing(text: str) -> Listing:
+    out = Listing()
+    for line in text.splitlines():
+        tag, _, rest = line.partition(" ")
+        if tag == "F" and rest:
+            out.paths.add(rest)
+        elif tag == "S" and rest:
+            out.caches.add(rest)
+        elif tag == "T":
+            out.kthreads |= {int(x) for x in rest.split() if x.isdigit()}
+    return out
+
+
+@dataclass
+class Inventory:
+    """The module's observed interface: what appeared with it."""
+
+    entries: list[Entry] = field(default_factory=list)  # new files and folders, sorted
+    caches: list[str] = field(default_factory=list)  # new slab caches
+    kthreads: dict[int, str] = field(default_factory=dict)  # new kernel threads (not kworkers)
+    params: dict[str, str] = field(default_factory=dict)  # /sys/module/<m>/parameters/*
+    listing: str = ""  # the raw listing after insmod, to compare with after rmmod
+
+    def files(self, under: str = "/") -> list[Entry]:
+        return [e for e in self.entries if e.kind == "file" and e.path.startswith(under)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "files": [{"path": e.path, "kind": e.kind, "mode": f"{e.mode:o}"} for e in self.entries],
+            "slab_caches": list(self.caches),
+            "kthreads": [f"{name} ({pid})" for pid, name in sorted(self.kthreads.items())],
+            "parameters": dict(self.params),
+        }
+
+
+def compare(before: str, after: str) -> Inventory:
+    b, a = parse_listing(before), parse_listing(after)
+    inv = Inventory(
+        entries=[Entry(p) for p in sorted(a.paths - b.paths)],
+        caches=sorted(a.caches - b.caches),
+        kthreads={pid: "" for pid in sorted(a.kthreads - b.kthreads)},
+        listing=after,
+    )
+    return inv
+
+
+def describe(inv: Inventory, session: GuestSession, module: str) -> Inventory:
+    """Types and modes of the new entries, names of the new threads, the module's parameters
+    (one guest command)."""
+    paths = " ".join(shlex.quote(e.path) for e in inv.entries)
+    pids = " ".join(str(p) for p in inv.kthreads)
+    script = (
+        (f"stat -c 'E %F|%a|%n' {paths} 2>/dev/null; " if paths else "")
+        + (f"for p in {pids}; do echo \"T $p $(cat /proc/$p/comm 2>/dev/null)\"; done; "
+           if pids else "")
+        + f"cd /sys/module/{shlex.quote(module)}/parameters 2>/dev/null && "
+        "for f in *; do [ -r \"$f\" ] && echo \"P $f=$(cat \"$f\" 2>/dev/null)\"; done; true"
+    )
+    r = session.sh(script, quiet=True)
+    by_path = {e.path: e for e in inv.entries}
+    for line in r.stdout.splitlines():
+        tag, _, rest = line.partition(" ")
+        if tag == "E":
+            kind, _, tail = rest.partition("|")
+            mode, _, path = tail.partition("|")
+            if path in by_path:
+                e = by_path[path]
+                e.kind = "dir" if kind == "directory" else "file" if "regular" in kind else "other"
+                e.mode = int(mode, 8) if mode.isdigit() else 0
+        elif tag == "T":
+            pid, _, name = rest.partition(" ")
+            if pid.isdigit():
+                inv.kthreads[int(pid)] = name.strip()
+        elif tag == "P":
+            name, _, value = rest.partition("=")
+            inv.params[name] = value
+    # Kernel workers come and go on their own: only other new threads are the module's.
+    inv.kthreads = {p: n for p, n in inv.kthreads.items() if n and not n.startswith("kworker/")}
+    return inv
+
+
+def remaining(inv: Inventory, after_unload: str) -> list[str]:
+    """The module's files and folders still there after rmmod, and its caches."""
+    now = parse_listing(after_unload)
+    left = [e.path for e in inv.entries if e.path in now.paths]
+    left += [f"slab cache {c}" for c in inv.caches if c in now.caches]
+    return left

@@ -1,0 +1,182 @@
+"""Exercise 1: a history of samples in a list under a mutex, shown in sysfs, freed at exit."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from grader.checks import Outcome, check
+from grader.checks.lifecycle import unload
+from grader.labs.tp07.probes import Tp07Probes, kernel_reports
+from grader.labs.tp07.samples import new_since, parse, strict_lines
+from grader.model import Evidence, Status
+
+if TYPE_CHECKING:
+    from grader.checks.context import CheckCall
+
+
+def lab(c: CheckCall) -> Tp07Probes:
+    return c.run.lab  # type: ignore[no-any-return]
+
+
+def strict_file(c: CheckCall, path: str) -> Outcome:
+    """The lab's exact path shows samples of the target, every line in the lab's format."""
+    p, s = lab(c), c.guest
+    p.views(s)  # waits for the module's first samples, wherever they are shown
+    target = p.target(s)
+    line_format = c.rubric.settings["line_format"]
+    page = int(c.rubric.settings["page_size"])
+    # After drop_caches a slow sampler's history is empty for a while: wait for a sample.
+    got: list = []
+
+    def shows() -> bool:
+        r = s.read(path)
+        got[:] = [r]
+        return r.ok and any(pid == target for pid, _, _ in strict_lines(r.stdout, line_format)[0])
+
+    s.wait_for(shows, max(5.0, 3 * (p.period_s(s)) + 1))
+    r = got[0]
+    s.record(f"cat {path}", r)
+    if not r.ok:
+        found = ", ".join(v.path for v in p.views(s).views) or "no file"
+        return Outcome.fail(f"{path} cannot be read ({r.stderr.strip() or 'missing'}); the "
+                            f"samples are shown in: {found}", path, r.stderr.strip(), f"cat {path}")
+    text = r.stdout
+    if len(text.encode()) >= page - 64 and not text.endswith("\n"):
+        text = text.rsplit("\n", 1)[0]  # a line cut at PAGE_SIZE is the page-bound check's
+    good, bad = strict_lines(text, line_format)
+    if bad:
+        return Outcome.fail(f"{len(bad)} line(s) not in the lab's format 'pid N usr N sys N'",
+                            "pid N usr N sys N", "\n".join(bad[:5]), f"cat {path}")
+    if not any(pid == target for pid, _, _ in good):
+        return Outcome.fail(f"no line of {path} is a sample of the target PID {target}",
+                            f"pid {target} usr N sys N", r.stdout[:300] or "empty", f"cat {path}")
+    return Outcome.ok(f"{len(good)} line(s) like '{text.splitlines()[-1].strip()}'")
+
+
+@check("shows_samples")
+def shows_samples(c: CheckCall) -> Outcome:
+    p = lab(c)
+    v = p.views(c.guest)
+    target = p.target(c.guest)
+    if not v.views:
+        tried = ", ".join(v.candidates) or "none (the module created no readable file)"
+        return Outcome.fail(f"no file of the module shows samples of the target PID {target} "
+                            f"within {v.waited_s:.0f} s of guest time (files read: {tried})")
+    shown = [f"{x.path}: '{x.read.of(target)[-1].line.strip()}'" for x in v.views]
+    return Outcome.ok(f"samples of PID {target} in " + "; ".join(shown))
+
+
+@check("sysfs_format")
+def sysfs_format(c: CheckCall) -> Outcome:
+    return strict_file(c, c.rubric.settings["sysfs"])
+
+
+@check("usr_grows")
+def usr_grows(c: CheckCall) -> Outcome:
+    p, s = lab(c), c.guest
+    views = p.views(s).views
+    if not views:
+        return Outcome.fail("no file shows samples")
+    target = p.target(s)
+    period = p.period_s(s)
+    window = max(1.0, 4 * period)
+    paths = [v.path for v in views]
+    a, _ = p._read_timed(s, paths)
+    # The target spins flat out during the window (it idles otherwise, see on_guest).
+    s.sh(f"kill -USR1 {target}", quiet=True)
+    s.sleep(window)
+    b, _ = p._read_timed(s, paths)
+    s.sh(f"kill -USR2 {target}", quiet=True)
+    # The file that shows the newest samples (a bounded history may stop at its first ones).
+    pids = p.pids(s)
+    reads = [(x, parse(a.get(x, ""), pids), parse(b.get(x, ""), pids)) for x in paths]
+    path, ra, rb = max(reads, key=lambda t: new_since(t[1], t[2]))
+    first, last = ra.of(target), rb.of(target)
+    seen = (f"{path}: newest usr {first[-1].usr if first else '-'} before, "
+            f"{last[-1].usr if last else '-'} after {window:.1f} s of guest time")
+    ev = Evidence("samples of a CPU-bound target, before and after", "usr increasing", seen)
+    if not last:
+        return Outcome(Status.FAILED, "no sample of the target to compare", [ev])
+    if new_since(ra, rb) == 0:
+        return Outcome(Status.FAILED, f"no new sample in {window:.1f} s of guest time", [ev])
+    if first and last[-1].usr > first[-1].usr:
+        return Outcome.ok(f"usr went from {first[-1].usr} to {last[-1].usr} for a CPU-bound target", ev)
+    if not first and last[-1].usr > last[0].usr:
+        return Outcome.ok(f"usr went from {last[0].usr} to {last[-1].usr} for a CPU-bound target", ev)
+    return Outcome(Status.FAILED, "the user time of a CPU-bound process does not grow "
+                   "(is the target's task sampled, and its utime shown as usr?)", [ev])
+
+
+@check("sysfs_page_bound")
+def sysfs_page_bound(c: CheckCall) -> Outcome:
+    p, s = lab(c), c.guest
+    views = p.views(s)
+    sysfs = views.area("sysfs")
+    if not sysfs:
+        elsewhere = ", ".join(v.path for v in views.views)
+        return Outcome.fail(f"no sysfs file shows samples: the lab's sysfs output is missing "
+                            f"(the history is shown in {elsewhere} only)")
+    long = p.long_history(s)
+    page = int(c.rubric.settings["page_size"])
+    complete = views.best()
+    complete = complete if complete is not None and complete.area != "sysfs" else None
+    ev = [Evidence("history grown before reading", f">= {long.samples_wanted} samples",
+                   f"~{long.samples_seen} samples after {long.waited_s:.0f} s of guest time "
+                   f"({long.rate:.1f} samples/s)")]
+    if long.samples_seen < long.samples_wanted:
+        return Outcome(Status.SKIPPED, f"the history did not reach {long.samples_wanted} samples "
+                       f"within {c.rubric.limits.history_wait_s:.0f} s of guest time", ev)
+    reports = kernel_reports(long.log)
+    for v in sysfs:
+        text = long.reads.get(v.path, "")
+        size = len(text.encode())
+        read = parse(text, p.pids(s))
+        ev.append(Evidence(f"cat {v.path}", f"<= {page} bytes, the newest samples",
+                           f"{size} bytes, {len(read.lines)} lines"))
+        if long.bad_count:
+            return Outcome(Status.FAILED, "the show function returned more than PAGE_SIZE bytes "
+                           "(the kernel logged 'returned bad count')", ev)
+        if reports:
+            return Outcome(Status.FAILED, "reading sysfs produced a kernel report: "
+                           + reports[0].line.strip(), ev)
+        if size >= page - 1 and not text.endswith("\n"):
+            return Outcome(Status.FAILED, f"{v.path} was cut at PAGE_SIZE in the middle of a line",
+                           ev)
+        if not read.samples:
+            return Outcome(Status.FAILED, f"{v.path} is empty with a long history", ev)
+        if complete is not None:
+            whole = parse(long.reads.get(complete.path, ""), p.pids(s))
+            keys = whole.keys()
+            idx = max((i for i, k in enumerate(keys) if k == read.keys()[-1]), default=-1)
+            lag = len(keys) - 1 - idx if idx >= 0 else None
+            if lag is None or lag > max(20, len(read.samples) // 5):
+                behind = "not in the history" if lag is None else f"{lag} samples behind the newest"
+                return Outcome(Status.FAILED, f"{v.path} does not show the latest samples: its "
+                               f"last line is {behind} of {complete.path}", ev)
+    return Outcome(Status.PASSED, "sysfs stays within a page and shows the newest samples with "
+                   f"a history of ~{long.samples_seen} samples", ev)
+
+
+@check("memory_returned")
+def memory_returned(c: CheckCall) -> Outcome:
+    p, s = lab(c), c.guest
+    rec = unload(s)
+    if rec.thread_crash is not None:
+        return Outcome.skip("the kernel crashed right after rmmod, in a thread the module left "
+                            "running (charged to the kthread check): nothing could be observed")
+    u = p.unload_obs(s)
+    if u is None:
+        return Outcome.skip("rmmod did not succeed: nothing to observe")
+    where = (", ".join(f"{k}: {v}" for k, v in u.before.module.items()) or
+             f"kmalloc caches: {u.before.kmalloc} objects in all")
+    after = (", ".join(f"{k}: {v}" for k, v in u.after.module.items()) or
+             f"kmalloc caches: {u.after.kmalloc} objects in all")
+    ev = Evidence("slab objects before and after rmmod", "the samples freed",
+                  f"{u.history if u.history is not None else '?'} samples shown before; "
+                  f"before: {where}; after: {after}; caches left: {', '.join(u.caches_left) or 'none'}")
+    if "ex1.freed" in u.blame:
+        return Outcome(Status.FAILED, f"{u.blame['ex1.freed']}: the exit function does not free "
+                       "the history", [ev])
+    others = {k: v for k, v in u.blame.items() if k != "ex1.freed"}
+    note = "; ".join(f"left over, charged to {k}: {v}" for k, v in others.items())
+    return Outcome(Status.PASSED, "the samples are freed at rmmod" + (f" ({note})" if note else ""),
+                   [ev])
