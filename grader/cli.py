@@ -150,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     from grader import run_cli
 
     run_cli.add_parser(sub)
+    from grader.batch import cli as batch_cli  # batch, merge, diff, export
+
+    batch_cli.add_parser(sub)
+    from grader import image as image_cli  # image build / inspect
+
+    image_cli.add_parser(sub)
     return parser
 
 
