@@ -130,7 +130,10 @@ def _prepare(req: BuildRequest) -> Path:
     build = req.workdir / "build"
     shutil.rmtree(build, ignore_errors=True)
     build.mkdir(parents=True)
+    inside = build.resolve()
     for src in req.sources.rglob("*"):
+        if inside == src.resolve() or inside in src.resolve().parents:
+            continue  # the work folder inside the sources: do not copy it into itself
         if src.is_file() and not src.is_symlink() and src.suffix in (".c", ".h"):
             rel = src.relative_to(req.sources)
             if all(SAFE_NAME.match(p) for p in rel.parts):

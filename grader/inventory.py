@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from grader.checks.session import GuestSession
+from typing import Any
 
 # One guest command, a few hundred lines. The big trees no module of a lab adds to are pruned
 # (slab caches are listed from /sys/kernel/slab instead of debugfs' or sysfs' per-cache files).
@@ -84,49 +81,49 @@ class Inventory:
         }
 
 
-def compare(before: str, after: str) -> Inventory:
-    b, a = parse_listing(before), parse_listing(after)
-    inv = Inventory(
-        entries=[Entry(p) for p in sorted(a.paths - b.paths)],
-        caches=sorted(a.caches - b.caches),
-        kthreads={pid: "" for pid in sorted(a.kthreads - b.kthreads)},
-        listing=after,
+def describe_script(module: str, before: str = "/tmp/.inv0", after: str = "/tmp/.inv1") -> str:
+    """Shell: from two listings in the guest, what is new, described: 'F'/'S'/'T' lines for the
+    new paths, caches and threads, 'E' lines with type and mode of each new path, 'N' lines with
+    the name of each new thread, 'P' lines with the module's parameters."""
+    return (
+        f"awk 'NR == FNR {{ seen[$0] = 1; next }} !seen[$0]' {before} {after} > /tmp/.invnew; "
+        "cat /tmp/.invnew; "
+        "for p in $(sed -n 's/^F //p' /tmp/.invnew); do stat -c 'E %F|%a|%n' \"$p\" 2>/dev/null; done; "
+        f"for p in $(cat {before} {after} | sed -n 's/^T //p' | tr ' ' '\\n' | sort | uniq -u); do "
+        "echo \"N $p $(cat /proc/$p/comm 2>/dev/null)\"; done; "
+        f"cd /sys/module/{shlex.quote(module)}/parameters 2>/dev/null && "
+        "for f in *; do [ -r \"$f\" ] && echo \"P $f=$(cat \"$f\" 2>/dev/null)\"; done; cd /"
     )
-    return inv
 
 
-def describe(inv: Inventory, session: GuestSession, module: str) -> Inventory:
-    """Types and modes of the new entries, names of the new threads, the module's parameters
-    (one guest command)."""
-    paths = " ".join(shlex.quote(e.path) for e in inv.entries)
-    pids = " ".join(str(p) for p in inv.kthreads)
-    script = (
-        (f"stat -c 'E %F|%a|%n' {paths} 2>/dev/null; " if paths else "")
-        + (f"for p in {pids}; do echo \"T $p $(cat /proc/$p/comm 2>/dev/null)\"; done; "
-           if pids else "")
-        + f"cd /sys/module/{shlex.quote(module)}/parameters 2>/dev/null && "
-        "for f in *; do [ -r \"$f\" ] && echo \"P $f=$(cat \"$f\" 2>/dev/null)\"; done; true"
-    )
-    r = session.sh(script, quiet=True)
-    by_path = {e.path: e for e in inv.entries}
-    for line in r.stdout.splitlines():
+def parse_described(text: str, listing: str) -> Inventory:
+    """The Inventory of what describe_script printed; `listing` is the listing after insmod."""
+    inv = Inventory(listing=listing)
+    kinds: dict[str, tuple[str, int]] = {}
+    for line in text.splitlines():
         tag, _, rest = line.partition(" ")
-        if tag == "E":
+        if tag == "F" and rest:
+            inv.entries.append(Entry(rest))
+        elif tag == "S" and rest:
+            inv.caches.append(rest)
+        elif tag == "E":
             kind, _, tail = rest.partition("|")
             mode, _, path = tail.partition("|")
-            if path in by_path:
-                e = by_path[path]
-                e.kind = "dir" if kind == "directory" else "file" if "regular" in kind else "other"
-                e.mode = int(mode, 8) if mode.isdigit() else 0
-        elif tag == "T":
+            k = "dir" if kind == "directory" else "file" if "regular" in kind else "other"
+            kinds[path] = (k, int(mode, 8) if mode.isdigit() else 0)
+        elif tag == "N":
             pid, _, name = rest.partition(" ")
-            if pid.isdigit():
+            if pid.isdigit() and name.strip():
                 inv.kthreads[int(pid)] = name.strip()
         elif tag == "P":
             name, _, value = rest.partition("=")
             inv.params[name] = value
+    for e in inv.entries:
+        e.kind, e.mode = kinds.get(e.path, ("?", 0))
+    inv.entries.sort(key=lambda e: e.path)
+    inv.caches.sort()
     # Kernel workers come and go on their own: only other new threads are the module's.
-    inv.kthreads = {p: n for p, n in inv.kthreads.items() if n and not n.startswith("kworker/")}
+    inv.kthreads = {p: n for p, n in sorted(inv.kthreads.items()) if not n.startswith("kworker/")}
     return inv
 
 

@@ -94,3 +94,24 @@ def scan(text: str | list[str]) -> LogScan:
 def excerpt(lines: list[str], center: int, before: int = 5, after: int = 25) -> list[str]:
     """The lines around an anomaly (a report's body follows its first line)."""
     return [ln.rstrip() for ln in lines[max(0, center - before) : center + after]]
+
+
+REPORT_BODY_LINES = 120  # a slab report, with its hex dumps and stacks, fits in this many lines
+
+
+def reports(anomalies: list[Anomaly]) -> list[tuple[Anomaly, Anomaly]]:
+    """(anomaly, the report it is part of): an anomaly within a slab report's body (a WARNING
+    SLUB triggers while printing a corrupted object) belongs to that report; any other is its
+    own report."""
+    out = []
+    header: Anomaly | None = None
+    for a in anomalies:
+        if a.kind in ("slab_poison", "slab_leak"):
+            header = a
+            out.append((a, a))
+        elif header is not None and a.line_no - header.line_no <= REPORT_BODY_LINES \
+                and a.severity in ("warning", "info"):
+            out.append((a, header))
+        else:
+            out.append((a, a))
+    return out

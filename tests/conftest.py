@@ -4,12 +4,14 @@ command to run; in CI (CI=true) it is a failure, so that no test silently stops 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import NoReturn
 
 import pytest
 
 from grader import session
 from grader.errors import EnvironmentProblem
+from grader.profiles import project_root
 
 PROFILES = ("5.10", "6.1", "6.12")
 
@@ -39,3 +41,33 @@ def envs() -> dict[str, session.Environment]:
             return cache[key]
 
     return _Envs()
+
+
+HOSTILE_DIR = Path(__file__).parent / "hostile"
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):  # type: ignore[no-untyped-def]
+    """The test suite's one grading of the whole corpus: every variant (tests/variants/), every
+    realistic submission (tests/realistic/), every hostile module (tests/hostile/) and the
+    reference, graded by one `grader batch`, killed with SIGKILL a third of the way and resumed
+    (tests/corpus.py). Every test that needs a grade of the corpus reads it from here."""
+    from corpus import grade_corpus
+    from realistic_lib import load_realistic
+    from realistic_lib import materialise as materialise_realistic
+    from variants_lib import load_variants, materialise
+
+    base = tmp_path_factory.mktemp("corpus")
+    subs = base / "submissions"
+    subs.mkdir()
+    entries = [(f"variant-{v.name}", materialise(v, subs), v.profile, v.compat)
+               for v in load_variants()]
+    entries += [(f"realistic-{r.name}", materialise_realistic(r, subs), r.profile, r.compat)
+                for r in load_realistic()]
+    entries += [(f"hostile-{d.name}", d, None, None)
+                for d in sorted(p for p in HOSTILE_DIR.iterdir() if p.is_dir())]
+    entries.append(("reference", project_root() / "reference" / "taskmonitor", None, None))
+    for profile in sorted({e[2] or "6.1" for e in entries}):
+        require_env(profile)
+    jobs = int(os.environ.get("GRADER_TEST_JOBS", "2"))
+    return grade_corpus(entries, base / "out", jobs=jobs)

@@ -242,8 +242,10 @@ def test_sigkill_mid_batch_loses_nothing_and_regrades_nothing(fake: FakeEnv) -> 
     assert len(_records(out)) == 8
     for k, ino in done.items():
         assert os.stat(out / "results" / k / "report.json").st_ino == ino
+    # No key graded twice across the runs. (A kill between a result's rename and its log line
+    # loses the line, never the result: the results are counted above.)
     graded = [e["key"] for e in Store(out).events() if e["event"] == "graded"]
-    assert len(graded) == len(set(graded)) == 8  # each key graded exactly once, across runs
+    assert len(graded) == len(set(graded))
     assert not list((out / ".st").iterdir())
 
 

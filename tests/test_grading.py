@@ -1,22 +1,21 @@
 """End to end: the reference, its stages and the buggy variants of tests/variants/, graded in QEMU.
 
-Each submission is graded once (grade() builds it and boots as many guests as it needs) and the
-result is shared by the tests that look at it. Expectations:
+Each submission is graded once per run, with the whole corpus, by one `grader batch` (the `corpus`
+fixture, tests/conftest.py); the tests read its results. Expectations:
   - the reference scores full marks, and the grade is complete;
-  - the reference at the end of exercise N (N = 1..6) passes every global check and every check
-    of exercises <= N, and no check of a later exercise;
   - each variant gives exactly the statuses its [expect] table says (every other check passes)
-    and the score is the maximum minus the points of those checks.
-Known grader problems (a variant's [grader_problem] table, KNOWN_STAGE_PROBLEMS below) are
-tested as xfail(strict=True): they turn into failures as soon as the grader is fixed.
+    and the score is the maximum minus the points of those checks; the variants stage_N are
+    the reference at the end of exercise N (N = 1..6), which passes every global check and
+    every check of exercises <= N, and no check of a later exercise.
+Known grader problems (a variant's [grader_problem] table) are tested as xfail(strict=True):
+they turn into failures as soon as the grader is fixed.
 """
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from realistic_lib import load_realistic
 from variants_lib import (
     Replacement,
     Variant,
@@ -24,64 +23,32 @@ from variants_lib import (
     apply_replacements,
     load_variants,
     materialise,
-    materialise_stage,
     variant_sources,
 )
 
-from grader import session
 from grader.model import CheckResult, GradeResult, Status
-from grader.pipeline import RunOptions, grade
-from grader.profiles import DEFAULT_PROFILE, project_root
 from grader.rubric import load_rubric
 
 RUBRIC = load_rubric("tp07")
 VARIANTS = load_variants()
+REALISTIC = load_realistic()
 STAGES = range(1, 7)
-# Later-exercise checks that a stage-N reference passes although that exercise is not done:
-# (stage, check id) -> why (a known grader problem, reported to the lead).
-KNOWN_STAGE_PROBLEMS: dict[tuple[int, str], str] = {}
 
 
-# ---- grading, once per submission --------------------------------------------------------
-Grader = Callable[..., GradeResult]
-
-
-@pytest.fixture(scope="module")
-def graded(envs, tmp_path_factory) -> Grader:  # type: ignore[no-untyped-def]
-    """graded(key, make, profile, compat): the grade of the submission make(dir) writes, made
-    once per key. Every grade reuses the session's prepared environment of its profile."""
-    cache: dict[str, GradeResult] = {}
-    real_prepare = session.prepare
-
-    def run(key: str, make: Callable[[Path], Path], profile: str | None = None,
-            compat: bool | None = None) -> GradeResult:
-        if key not in cache:
-            env = envs[profile or DEFAULT_PROFILE]  # skips (fails in CI) when not provisioned
-            base = tmp_path_factory.mktemp(re.sub(r"[^\w.-]", "_", key))
-            sub = make(base / "submission")
-
-            def prepare(name: str | None = None, **kw):  # type: ignore[no-untyped-def]
-                return env if (name or DEFAULT_PROFILE) == env.profile.name else real_prepare(name, **kw)
-
-            with pytest.MonkeyPatch.context() as mp:
-                mp.setattr(session, "prepare", prepare)
-                cache[key] = grade(RunOptions(submission=sub, outdir=base / "out",
-                                              profile=profile, compat=compat))
-        return cache[key]
-
-    return run
-
-
-def _grade_variant(graded: Grader, v: Variant) -> GradeResult:
-    return graded(f"variant-{v.name}", lambda d: materialise(v, d), v.profile, v.compat)
-
-
-def _grade_stage(graded: Grader, n: int) -> GradeResult:
-    return graded(f"stage{n}", lambda d: materialise_stage(n, d))
+# ---- grading: once per run, for the whole corpus (the `corpus` fixture, conftest.py) -------
+def _grade_variant(corpus, v: Variant) -> GradeResult:  # type: ignore[no-untyped-def]
+    name = f"variant-{v.name}"
+    assert name in corpus, f"{name}: no grade ({corpus.facts['statuses'].get(name)})"
+    return corpus[name]  # type: ignore[no-any-return]
 
 
 def _checks(result: GradeResult) -> dict[str, CheckResult]:
     return {c.id: c for e in result.exercises for c in e.checks}
+
+
+def _errors(r: GradeResult) -> list[str]:
+    return ([f"stage {s.name}: {s.detail}" for s in r.stages if s.status is Status.ERROR]
+            + [_describe(c) for c in _checks(r).values() if c.status is Status.ERROR])
 
 
 def _describe(c: CheckResult) -> str:
@@ -104,42 +71,26 @@ def _assert_statuses(result: GradeResult, want: dict[str, Status], what: str) ->
 
 # ---- (a) the reference -------------------------------------------------------------------
 @pytest.mark.guest
-def test_reference_full_marks(graded: Grader) -> None:
-    src = project_root() / "reference" / "taskmonitor"
-    r = graded("reference", lambda _d: src)
+def test_reference_full_marks(corpus) -> None:  # type: ignore[no-untyped-def]
+    r = corpus["reference"]
     assert r.complete, [s for s in r.stages if s.status is Status.ERROR]
     _assert_statuses(r, {c.id: Status.PASSED for c in RUBRIC.checks()}, "the reference")
     assert r.score == r.max_score == RUBRIC.max_points()
 
 
-# ---- (b) the reference at the end of each exercise ---------------------------------------
-@pytest.mark.guest
-@pytest.mark.parametrize("stage", STAGES)
-def test_stage_passes_done_exercises(graded: Grader, stage: int) -> None:
-    r = _grade_stage(graded, stage)
-    assert r.complete
-    done = {c.id: Status.PASSED for c in RUBRIC.checks() if c.exercise <= stage}
-    _assert_statuses(r, done, f"reference stage {stage}, exercises 0..{stage}")
-    assert sum(c.points for c in _checks(r).values() if c.id in done) == RUBRIC.max_points(stage)
-
-
-def _later_checks() -> list:  # type: ignore[type-arg]
-    out = []
-    for n in STAGES:
+# ---- (b) the reference at the end of each exercise: variants stage_N.toml ------------------
+def test_stage_variants_say_what_a_stage_is() -> None:
+    """stage_N: every check of exercises 0..N passes; every later one is failed (not done) or
+    skipped (its prerequisite not done), never crashed or hung (a bug of the reference)."""
+    stages = {v.stage: v for v in VARIANTS if v.name.startswith("stage_")}
+    assert sorted(stages) == list(STAGES)
+    for n, v in stages.items():
         for c in RUBRIC.checks():
-            if c.exercise > n:
-                why = KNOWN_STAGE_PROBLEMS.get((n, c.id))
-                marks = [pytest.mark.xfail(strict=True, reason=why)] if why else []
-                out.append(pytest.param(n, c.id, marks=marks, id=f"stage{n}-{c.id}"))
-    return out
-
-
-@pytest.mark.guest
-@pytest.mark.parametrize(("stage", "check_id"), _later_checks())
-def test_stage_does_not_pass_later_exercises(graded: Grader, stage: int, check_id: str) -> None:
-    c = _checks(_grade_stage(graded, stage))[check_id]
-    assert c.status is not Status.PASSED, f"stage {stage} passes {_describe(c)}"
-    assert c.status is not Status.ERROR, _describe(c)
+            want = v.expected(c.id)
+            if c.exercise <= n:
+                assert want is Status.PASSED, f"stage {n}: {c.id} expected {want.value}"
+            else:
+                assert want in (Status.FAILED, Status.SKIPPED), f"stage {n}: {c.id} would pass"
 
 
 # ---- (c) the variants --------------------------------------------------------------------
@@ -161,10 +112,10 @@ def _variant_params(only_with_problems: bool = False) -> list:  # type: ignore[t
 
 @pytest.mark.guest
 @pytest.mark.parametrize("variant", _variant_params())
-def test_variant(graded: Grader, variant: Variant) -> None:
+def test_variant(corpus, variant: Variant) -> None:  # type: ignore[no-untyped-def]
     """Every check has exactly the expected status; the score is what those statuses give."""
-    r = _grade_variant(graded, variant)
-    assert r.complete, f"{variant.name}: incomplete grade"
+    r = _grade_variant(corpus, variant)
+    assert r.complete, f"{variant.name}: incomplete grade: {_errors(r)}"
     want = {c.id: variant.expected(c.id) for c in RUBRIC.checks()}
     _assert_statuses(r, want, f"variant {variant.name} ({variant.bug})")
     assert r.score == RUBRIC.max_points() - variant.points_lost(RUBRIC)
@@ -172,13 +123,38 @@ def test_variant(graded: Grader, variant: Variant) -> None:
 
 @pytest.mark.guest
 @pytest.mark.parametrize("variant", _variant_params(only_with_problems=True))
-def test_variant_apart_from_grader_problems(graded: Grader, variant: Variant) -> None:
+def test_variant_apart_from_grader_problems(corpus, variant: Variant) -> None:  # type: ignore[no-untyped-def]
     """A variant with a known grader problem: the checks the problem cannot touch are right."""
-    r = _grade_variant(graded, variant)
-    assert r.complete, f"{variant.name}: incomplete grade"
+    r = _grade_variant(corpus, variant)
+    assert r.complete, f"{variant.name}: incomplete grade: {_errors(r)}"
     affected = variant.affected_by_problems(RUBRIC) or set()
     want = {c.id: variant.expected(c.id) for c in RUBRIC.checks() if c.id not in affected}
     _assert_statuses(r, want, f"variant {variant.name} ({variant.bug}), apart from {affected}")
+
+
+# ---- (d) the realistic submissions, written from scratch in students' styles ------------------
+def _realistic_params() -> list:  # type: ignore[type-arg]
+    out = []
+    for r in REALISTIC:
+        marks = []
+        if r.grader_problem:
+            why = "; ".join(f"{k}: {v}" for k, v in r.grader_problem.items())
+            marks.append(pytest.mark.xfail(strict=True, reason=f"grader problem: {why}"))
+        out.append(pytest.param(r, id=r.name, marks=marks))
+    return out
+
+
+@pytest.mark.guest
+@pytest.mark.parametrize("sub", _realistic_params())
+def test_realistic(corpus, sub) -> None:  # type: ignore[no-untyped-def]
+    """Correct exercises get full marks but for their strict format/naming checks; a bug is
+    charged to the exercise whose code has it; not attempted is failed or skipped."""
+    name = f"realistic-{sub.name}"
+    assert name in corpus, f"{name}: no grade ({corpus.facts['statuses'].get(name)})"
+    r = corpus[name]
+    assert r.complete, f"{sub.name}: incomplete grade: {_errors(r)}"
+    want = {c.id: sub.expect.get(c.id, Status.PASSED) for c in RUBRIC.checks()}
+    _assert_statuses(r, want, f"realistic {sub.name} ({sub.description})")
 
 
 # ---- the variants themselves (no guest) --------------------------------------------------
@@ -197,6 +173,17 @@ def test_replacement_must_match_once() -> None:
     with pytest.raises(VariantError, match="found 2 times"):
         apply_replacements("a a", [Replacement("a", "d")], "x")
     assert apply_replacements("a b", [Replacement("a", "c"), Replacement("c b", "e")], "x") == "e"
+
+
+def test_every_check_fails_on_some_submission_of_the_corpus() -> None:
+    """A check counts only when a submission with its bug makes it fail (failed, crashed or
+    timed out, not merely skipped): the corpus must hold one for every check of the rubric."""
+    failing = {"failed", "crashed", "timed_out"}
+    shown: set[str] = set()
+    for v in [*VARIANTS, *REALISTIC]:
+        shown |= {c for c, st in v.expect.items() if st.value in failing and c not in v.grader_problem}
+    missing = [c.id for c in RUBRIC.checks() if c.id not in shown]
+    assert not missing, f"no submission of the corpus makes these checks fail: {missing}"
 
 
 def test_variants_cover_the_layouts_and_profiles() -> None:

@@ -65,3 +65,16 @@ def test_timestamps_are_stripped():
     assert klog.strip_timestamp("[    3.290687] BUG: x") == "BUG: x"
     assert klog.classify("[ 1.0] WARNING: CPU: 0 PID: 1 at foo.c:1 f+0x0/0x1") == ("warning", "warning")
     assert klog.classify("[ 1.0] random line") is None
+
+
+def test_a_warning_inside_a_slab_report_belongs_to_it():
+    """Recorded while grading a module whose sysfs show writes past its page: SLUB's red-zone
+    report, and WARNINGs SLUB's printing of the corrupted object triggers, are one report."""
+    scan = klog.scan(load("6.1", "redzone_sysfs"))
+    groups = klog.reports(scan.anomalies)
+    header = next(a for a in scan.anomalies if a.kind == "slab_poison")
+    assert "Right Redzone overwritten" in header.line
+    warnings = [(a, h) for a, h in groups if a.kind == "warning"]
+    assert warnings and all(h is header for _, h in warnings)
+    alone = klog.reports([a for a in scan.anomalies if a.kind == "warning"])
+    assert all(a is h for a, h in alone)  # without the report, a WARNING is its own

@@ -3,10 +3,11 @@ again, stops its threads, and the kernel log stays clean."""
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from grader import inventory, klog
+from grader import klog
 from grader.checks import Outcome, check
 from grader.guest import CommandResult, GuestDied
 from grader.model import Evidence, Status
@@ -22,14 +23,18 @@ class Unload:
 
     result: CommandResult
     console: tuple[int, int]  # console lines printed during rmmod and right after: [start, end)
-    listing: str = ""  # the inventory listing right after ("" if the kernel died first)
-    threads: dict[int, str] = field(default_factory=dict)  # kernel threads right after
-    lab: str = ""  # output of the lab's own snippet right after
+    observed: bool = False  # what rmmod left was looked at (the fields below)
+    left: list[str] = field(default_factory=list)  # the module's files and folders still there
+    caches_left: list[str] = field(default_factory=list)  # its slab caches still there
+    lab: str = ""  # the lab's one-line observation right after rmmod
+    threads: dict[int, str] = field(default_factory=dict)  # its kernel threads still running
     # The kernel died right after rmmod in a thread the module left running: (reason, log).
     thread_crash: tuple[str, list[str]] | None = None
 
 
 _COMM = re.compile(r"\bComm: (\S+)")
+_MARK = "grader-unload:"
+_MARKED = re.compile(re.escape(_MARK) + r" rc=(-?\d+) left=\[([^\]]*)\] caches=\[([^\]]*)\] lab=\[(.*)\]")
 
 
 def crashed_thread(lines: list[str]) -> str | None:
@@ -41,11 +46,20 @@ def crashed_thread(lines: list[str]) -> str | None:
     return None
 
 
+def _observe(rec: Unload, m: re.Match[str]) -> None:
+    rec.observed = True
+    rec.left = m.group(2).split()
+    rec.caches_left = m.group(3).split()
+    rec.lab = m.group(4)
+
+
 def unload(session: GuestSession) -> Unload:
-    """rmmod, once per clock (the record survives the guest); then, in one command, after a
-    pause long enough for a thread left running to wake up: the threads, the listing and the
-    lab's snippet. A crash there in one of the module's own threads is recorded, not raised:
-    it belongs to the kthread check, rmmod itself succeeded."""
+    """rmmod, once per clock (the record survives the guest). In rmmod's own command, the
+    guest looks at once at what the module left (its files, its caches, the lab's one-line
+    measure) and writes it to the kernel log too: in the warped guest a thread left running
+    wakes up as soon as the guest idles, and may crash the kernel before another command
+    comes; the console, read live, keeps what was seen. A crash in one of the module's own
+    threads is recorded, not raised: it is the kthread check's, and rmmod itself succeeded."""
     if session.first_unload is not None:
         return session.first_unload  # type: ignore[no-any-return]
     load = session.ensure_loaded()
@@ -53,47 +67,55 @@ def unload(session: GuestSession) -> Unload:
     g = session.ensure_guest()
     mark = session.console_mark()
     names = set(load.interface.kthreads.values())
-
-    def thread_crashed(e: GuestDied) -> Unload | None:
-        """A crash in one of the module's own threads, during or right after rmmod: the
-        thread was left running (charged to the kthread check), not the exit function's."""
+    paths = " ".join(shlex.quote(e.path) for e in load.interface.entries)
+    caches = " ".join(shlex.quote(c) for c in load.interface.caches)
+    settle, lab = session.run.lab.unload_scripts(session)
+    mod = shlex.quote(session.run.module)
+    script = (
+        f"rmmod {mod} 2>/tmp/.rmmod.err; rc=$?; left=; caches=; lab=; "
+        "if [ $rc = 0 ]; then "
+        f"for p in {paths}; do [ -e \"$p\" ] && left=\"$left $p\"; done; "
+        f"for c in {caches}; do [ -e /sys/kernel/slab/$c ] && caches=\"$caches $c\"; done; "
+        f"lab=$({lab or 'true'}); fi; "
+        f"echo \"{_MARK} rc=$rc left=[$left] caches=[$caches] lab=[$lab]\" > /dev/kmsg; "
+        f"echo \"{_MARK} rc=$rc left=[$left] caches=[$caches] lab=[$lab]\"; "
+        "cat /tmp/.rmmod.err >&2; exit $rc")
+    rec = Unload(CommandResult(f"rmmod {session.run.module}", 0, "", "", 0.0), (mark, mark))
+    session.first_unload = rec
+    try:
+        raw = g.run(script, session.timeout("insmod") + session.timeout())
+        r = CommandResult(f"rmmod {session.run.module}", raw.status, "", raw.stderr,
+                          raw.elapsed_s, raw.timed_out, raw.unkillable, raw.truncated)
+        rec.result = r
+        session.record(r.command, r, "exit 0")
+        if not r.ok:
+            return rec
+        session.loaded = False
+        found = _MARKED.search(raw.stdout)
+        if found:
+            _observe(rec, found)
+        rec.console = (mark, session.console_mark())
+        session.run.lab.after_unload(session, rec)
+        out = session.sh(f"sleep {settle:.2f}; cat /proc/2/task/2/children", quiet=True,
+                         timeout=settle + session.timeout()).stdout
+    except GuestDied as e:
         if crashed_thread(e.log) not in names:
-            return None
-        rec = Unload(CommandResult(f"rmmod {session.run.module}", 0, "", "", 0.0),
-                     (mark, len(g.console_lines)), thread_crash=(e.reason, e.log))
-        session.first_unload = rec
+            raise
+        # What the guest saw before it died, from its kernel log.
+        m = _MARKED.search("\n".join(g.console_lines[mark:]))
+        if m:
+            rec.result = CommandResult(f"rmmod {session.run.module}", int(m.group(1)), "", "",
+                                       0.0)
+            if not rec.observed:
+                _observe(rec, m)
+                rec.console = (mark, len(g.console_lines))
+                session.run.lab.after_unload(session, rec)
+        rec.thread_crash = (e.reason, e.log)
+        session.loaded = False
         session.discard(crashed=True)
         return rec
-
-    try:
-        r = g.rmmod(session.run.module, timeout=session.timeout("insmod"))
-    except GuestDied as e:
-        crashed = thread_crashed(e)
-        if crashed is None:
-            raise
-        return crashed
-    session.record(f"rmmod {session.run.module}", r, "exit 0")
-    rec = Unload(r, (mark, session.console_mark()))
-    session.first_unload = rec
-    if not r.ok:
-        return rec
-    session.loaded = False
-    settle, post = session.run.lab.unload_scripts(session)
-    script = (f"sleep {settle:.2f}; echo T $(cat /proc/2/task/2/children 2>/dev/null); "
-              f"{inventory.LIST_SCRIPT}; echo @@LAB; {post or 'true'}")
-    try:
-        out = session.sh(script, quiet=True, timeout=settle + session.timeout() * 2).stdout
-    except GuestDied as e:
-        crashed = thread_crashed(e)
-        if crashed is None:
-            raise
-        return crashed
-    head, _, rec.lab = out.partition("@@LAB\n")
-    first, _, rec.listing = head.partition("\n")
-    alive = {int(x) for x in first.split()[1:] if x.isdigit()}
+    alive = {int(x) for x in out.split() if x.isdigit()}
     rec.threads = {p: n for p, n in load.interface.kthreads.items() if p in alive}
-    rec.console = (mark, session.console_mark())
-    session.run.lab.after_unload(session, rec)
     return rec
 
 
@@ -119,7 +141,7 @@ def unloads(c: CheckCall) -> Outcome:
 
 
 def _crashed_after(u: Unload) -> Outcome | None:
-    if u.thread_crash is None:
+    if u.thread_crash is None or u.observed:
         return None
     return Outcome.skip("the kernel crashed right after rmmod, in a thread the module left "
                         "running (charged to the kthread check): nothing could be observed")
@@ -159,12 +181,11 @@ def files_removed(c: CheckCall) -> Outcome:
     inv = load.interface if load else None
     if inv is None:
         return Outcome.skip("the module's files were not listed at load")
-    left = [p for p in inventory.remaining(inv, u.listing) if not p.startswith("slab cache ")]
     created = ", ".join(e.path for e in inv.entries) or "none"
-    ev = Evidence("files and folders the module created, then listed after rmmod",
-                  "all gone", f"created: {created}; left: {', '.join(left) or 'none'}")
-    if left:
-        return Outcome(Status.FAILED, "left behind after rmmod: " + ", ".join(left), [ev])
+    ev = Evidence("files and folders the module created, then looked for right after rmmod",
+                  "all gone", f"created: {created}; left: {', '.join(u.left) or 'none'}")
+    if u.left:
+        return Outcome(Status.FAILED, "left behind after rmmod: " + ", ".join(u.left), [ev])
     return Outcome.ok(f"the {len(inv.entries)} file(s) and folder(s) the module created are gone", ev)
 
 
@@ -202,10 +223,13 @@ def clean_log(c: CheckCall) -> Outcome:
     logs = c.run.all_logs()
     for log in logs:
         lines = log.lines if log.crash_line is None else log.lines[: log.crash_line]
-        for a in klog.scan(lines).anomalies:
+        for a, header in klog.reports(klog.scan(lines).anomalies):
             if a.severity == "info":
                 continue
-            owner = log.claimed.get(a.line_no)
+            # A warning printed inside a slab report (SLUB printing a corrupted object's
+            # tracking) belongs to that report: charged where the report is.
+            owner = (log.claimed.get(header.line_no) or log.claimed.get(a.line_no)
+                     or c.run.lab.owner_of_report(header.line))
             owner_result = c.run.results.get(owner) if owner else None
             if owner and (owner_result is None or owner_result.status is not Status.PASSED):
                 charged[owner] = charged.get(owner, 0) + 1

@@ -123,18 +123,27 @@ class GuestSession:
             return self.last_load
         params = self.run.lab.insmod_params(self)
         pre, post = self.run.lab.load_scripts(self)
-        before = self.sh(inventory.LIST_SCRIPT + (f"; echo @@LAB; {pre}" if pre else ""),
-                         quiet=True, timeout=self.timeout() * 2).stdout
-        before, _, pre_out = before.partition("@@LAB\n")
         args = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in params.items())
         mod = shlex.quote(self.run.module)
-        # The lab's measurements right after insmod run in the same command: no round trip
-        # (and no sampling) in between.
-        cmd = (f"insmod /mod/{mod}.ko {args} 2>/tmp/.insmod.err; rc=$?; cat /tmp/.insmod.err >&2; "
-               f"echo @@rc=$rc" + (f"; [ $rc = 0 ] && {{ {post}; }}" if post else "") + "; exit $rc")
-        r = g.run(cmd, self.timeout("insmod"))
-        head, _, post_out = r.stdout.partition("@@rc=")
-        post_out = post_out.partition("\n")[2]
+        # One command: the listing before, insmod, the lab's measurements right after (no round
+        # trip, no sampling in between), the listing after and what is new in it, described.
+        # Once the module's interface is known (another guest loaded it), it is not listed again.
+        known = self.run.interface
+        listing = "" if known else inventory.LIST_SCRIPT
+        cmd = (f"{{ {listing}; }} > /tmp/.inv0; " if listing else "") + \
+            (f"{pre}; " if pre else "") + "echo @@PRE; " + \
+            f"insmod /mod/{mod}.ko {args} 2>/tmp/.insmod.err; rc=$?; echo @@rc=$rc; " + \
+            "if [ $rc = 0 ]; then " + (f"{post}; " if post else "") + "echo @@POST; " + \
+            "cut -d' ' -f1 /proc/uptime; echo @@LIST; " + \
+            (f"{{ {listing}; }} > /tmp/.inv1; cat /tmp/.inv1; echo @@NEW; "
+             f"{inventory.describe_script(self.run.module)}; " if listing else "") + \
+            "fi; cat /tmp/.insmod.err >&2; exit $rc"
+        r = g.run(cmd, self.timeout("insmod") + self.timeout() * 2)
+        pre_out, _, rest = r.stdout.partition("@@PRE\n")
+        head, _, rest = rest.partition("@@rc=")
+        post_out, _, rest = rest.partition("\n")[2].partition("@@POST\n")
+        uptime, _, rest = rest.partition("@@LIST\n")
+        after, _, described = rest.partition("@@NEW\n")
         r = CommandResult(f"insmod {mod}.ko {args}", r.status, head, r.stderr, r.elapsed_s,
                           r.timed_out, r.unkillable, r.truncated)
         self.record(r.command, r)
@@ -143,10 +152,8 @@ class GuestSession:
         if not r.ok:
             raise NotLoaded(f"insmod failed: {r.stderr.strip() or f'exit status {r.status}'}")
         self.loaded = True
-        after = self.sh(inventory.LIST_SCRIPT + "; echo @@; cut -d' ' -f1 /proc/uptime", quiet=True,
-                        timeout=self.timeout() * 2).stdout
-        listing, _, uptime = after.partition("@@\n")
-        inv = inventory.describe(inventory.compare(before, listing), self, self.run.module)
+        inv = inventory.parse_described(described, after) if listing else known
+        assert inv is not None
         self.last_load = Load(params, r, float(uptime.strip() or 0), inv)
         self.first_load = self.first_load or self.last_load
         self.run.note_interface(inv)
