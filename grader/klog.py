@@ -12,7 +12,7 @@ PATTERNS: tuple[tuple[str, str, re.Pattern[str]], ...] = tuple(
         ("panic", "fatal", r"Kernel panic - not syncing"),
         ("oops", "fatal", r"\bOops(?::|\s+-)|\boops\b.*SMP|Oops: \d+"),
         ("gpf", "fatal", r"general protection fault"),
-        ("null_deref", "fatal", r"BUG: kernel NULL pointer dereference"),
+        ("null_deref", "fatal", r"BUG: kernel NULL pointer dereference|KASAN: null-ptr-deref"),
         ("paging", "fatal", r"BUG: unable to handle (?:page fault|kernel paging request)"),
         ("kasan", "error", r"BUG: KASAN:"),
         ("sleeping_in_atomic", "error", r"BUG: sleeping function called from invalid context"),
@@ -21,6 +21,13 @@ PATTERNS: tuple[tuple[str, str, re.Pattern[str]], ...] = tuple(
         ("hung_task", "error", r"INFO: task .* blocked for more than"),
         ("rcu_stall", "error", r"rcu: INFO: rcu_\w+ (?:self-)?detected stalls?"),
         ("list_corruption", "error", r"list_(?:add|del) corruption"),
+        # lockdep (the debug kernel): a locking rule broken, before any deadlock happens.
+        ("lockdep", "error", r"WARNING: (?:possible circular locking dependency|possible "
+                             r"recursive locking|inconsistent lock state|bad unlock balance|held "
+                             r"lock freed|lock held when returning to user space|suspicious RCU "
+                             r"usage|possible irq lock inversion|\S+-safe -> \S+-unsafe lock "
+                             r"order|lock held at task exit time|Nested lock was not taken)"
+                             r"|BUG: Invalid wait context"),
         # SLUB's own reports: "BUG task_sample (Tainted: G O): Poison overwritten", ...
         ("slab_poison", "error", r"^BUG [\w:.\-]+ \([^)]*\): "),
         ("slab_leak", "error", r"Objects remaining (?:in \S+ )?on __kmem_cache_shutdown|"
