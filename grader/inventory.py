@@ -7,6 +7,11 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
+# Kernel threads: the children of kthreadd (CONFIG_PROC_CHILDREN; else read from every /proc/PID/stat,
+# whose fourth field is the parent: kernel thread names hold no space).
+KTHREADS = ("{ cat /proc/2/task/2/children 2>/dev/null || "
+            "awk '$4 == 2 { print $1 }' /proc/[0-9]*/stat 2>/dev/null; }")
+
 # One guest command, a few hundred lines. The big trees no module of a lab adds to are pruned
 # (slab caches are listed from /sys/kernel/slab instead of debugfs' or sysfs' per-cache files).
 LIST_SCRIPT = (
@@ -20,7 +25,7 @@ LIST_SCRIPT = (
     "/proc/thread-self -o -path /proc/irq -o -path /proc/sysvipc -o -path /proc/fs \\) -prune "
     "-o -print 2>/dev/null | sed 's/^/F /'; "
     "ls /sys/kernel/slab 2>/dev/null | sed 's/^/S /'; "
-    "echo T $(cat /proc/2/task/2/children 2>/dev/null)"
+    f"echo T $({KTHREADS} | tr '\\n' ' ')"
 )
 
 
@@ -44,6 +49,24 @@ class Listing:
     paths: set[str] = field(default_factory=set)
     caches: set[str] = field(default_factory=set)
     kthreads: set[int] = field(default_factory=set)
+
+
+# The same listing where the module's files are known already (another kernel's guest listed
+# them): only what differs from kernel to kernel, the debug kernel's shrinker entries, the slab
+# caches and the threads. (A full listing costs seconds under KASAN and lockdep.)
+LIGHT_SCRIPT = (
+    "ls -1 /sys/kernel/debug/shrinker 2>/dev/null | sed 's|^|F /sys/kernel/debug/shrinker/|'; "
+    "ls /sys/kernel/slab 2>/dev/null | sed 's/^/S /'; "
+    f"echo T $({KTHREADS} | tr '\\n' ' ')"
+)
+
+
+def merged(known: Inventory, light: Inventory) -> Inventory:
+    """A light listing's findings added to the module's files known from another kernel."""
+    paths = {e.path for e in known.entries}
+    entries = [*known.entries, *(e for e in light.entries if e.path not in paths)]
+    return Inventory(sorted(entries, key=lambda e: e.path), light.caches, light.kthreads,
+                     light.params or known.params, light.listing)
 
 
 def parse_listing(text: str) -> Listing:

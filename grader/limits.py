@@ -35,6 +35,7 @@ class Limits:
     insmod_s: float = 30.0  # insmod / rmmod (init and exit functions)
     history_wait_s: float = 3600.0  # how long a check waits for a history to grow
     discover_wait_s: float = 60.0  # how long discovery waits for a first sample in some file
+    read_s: float = 5.0  # a read of a module's file that takes longer is killed: it hangs
     # ---- host-side safety net around a guest command (wall seconds):
     # host deadline = guest timeout * host_factor + host_grace_s
     host_factor: float = 2.0

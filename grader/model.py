@@ -15,6 +15,8 @@ class Status(enum.StrEnum):
     SKIPPED means a prerequisite failed (the reason says which); it costs the points.
     ERROR means the grader or its environment failed: not the student's fault, never
     silently scored, and it makes the whole grade incomplete.
+    NOT_GRADED means the check needs a kernel this grading did not use (the debug kernel):
+    its points are neither given nor counted in the maximum, and the report says so.
     """
 
     PASSED = "passed"
@@ -23,6 +25,7 @@ class Status(enum.StrEnum):
     TIMED_OUT = "timed_out"
     SKIPPED = "skipped"
     ERROR = "error"
+    NOT_GRADED = "not_graded"
 
     @property
     def is_student_fault(self) -> bool:
@@ -55,6 +58,7 @@ class CheckResult:
     # (two vCPUs on the wall clock), "" for checks that read the .ko or the logs.
     clock: str = ""
     strict: bool = False  # a check of the lab's exact names or formats
+    kernel: str = ""  # the kernel profile it ran on ("" for checks that read the .ko)
 
 
 @dataclass
@@ -69,7 +73,7 @@ class ExerciseResult:
 
     @property
     def max_score(self) -> float:
-        return sum(c.max_points for c in self.checks)
+        return sum(c.max_points for c in self.checks if c.status is not Status.NOT_GRADED)
 
 
 @dataclass
@@ -108,6 +112,8 @@ class Stamp:
     submission_digest: str
     backend: str = "host"
     image: str = ""  # id of the `grader image build` image graded in; "" outside one
+    # Other kernels some checks ran on (profile -> exact release), e.g. the debug kernel.
+    kernels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -6,6 +6,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from grader.model import GradeResult, StageResult, Stamp, Status
 from grader.profiles import load_profile
 from grader.rubric import Rubric, load_rubric
 
+HELPERS = ("grader_delay",)  # grader/guest_image/modules/ built per kernel, in every guest
+
 
 @dataclass
 class RunOptions:
@@ -30,6 +33,7 @@ class RunOptions:
     module_name: str | None = None
     cflags: tuple[str, ...] = ()
     backend: str = "host"
+    combine: tuple[str, ...] | None = None  # kernels to combine; None: as the rubric says
 
 
 class _Stages:
@@ -89,6 +93,10 @@ def grade(opts: RunOptions, progress: Callable[[str], None] = lambda _m: None) -
             notes.append(gen)
         t0 = time.monotonic()
         progress("build")
+        # The builds against other kernels (the debug one) run beside the main one.
+        pool = ThreadPoolExecutor(max_workers=1)
+        extra_future = pool.submit(extra_kernels, rubric, opts, env, sub, work, compat, backend,
+                                   progress)
         build = session.build(env, sub.root, sub.module_name, list(sub.objects), work,
                               list(opts.cflags), compat=compat, backend=backend)
         stages.add("build", build.status, t0, f"{len(build.errors)} error(s), "
@@ -107,6 +115,15 @@ def grade(opts: RunOptions, progress: Callable[[str], None] = lambda _m: None) -
             shutil.copyfile(build.ko, ko)
             result.artifacts["ko"] = str(ko)
         result.artifacts["build_log"] = str(work / "build.log")
+    if sub.kind == "source":
+        extra = extra_future.result()
+        pool.shutdown()
+    else:
+        extra = extra_kernels(rubric, opts, env, sub, work, compat, backend, progress)
+    for name, k in extra.envs.items():
+        result.stamp.kernels[name] = k.kernel.release
+    for name, reason in extra.unavailable.items():
+        notes.append(f"the checks that need the {name} kernel are not graded: {reason}")
 
     info = None
     if ko is not None:
@@ -121,16 +138,24 @@ def grade(opts: RunOptions, progress: Callable[[str], None] = lambda _m: None) -
     guest_ko = build.guest_ko if build is not None and build.guest_ko else ko
     numbers = itertools.count(1)
 
-    def boot_guest(clock: str, _n: int) -> Guest:
-        assert guest_ko is not None
+    def boot_guest(kernel: str, clock: str) -> Guest:
         n = next(numbers)
-        return session.boot(env, {sub.module_name: guest_ko},
-                            opts.outdir / "guest" / f"{n}-{clock}", backend=backend, clock=clock,
-                            progress=progress)
+        if kernel == env.profile.name:
+            kenv, kko = env, guest_ko
+        else:
+            kenv, kko = extra.envs[kernel], extra.kos[kernel]
+        assert kko is not None
+        name = f"{n}-{clock}" + ("" if kernel == env.profile.name else f"-{kernel}")
+        # The grader's own helper modules travel with the submission's (the concurrency
+        # check's delay injector).
+        mods = {**{h: session.helper_module(kenv, h) for h in HELPERS}, sub.module_name: kko}
+        return session.boot(kenv, mods, opts.outdir / "guest" / name,
+                            backend=backend, clock=clock, progress=progress)
 
     run = RunContext(rubric=rubric, module=sub.module_name, ko=ko, info=info, hints=hints,
                      build=build, boot_guest=boot_guest, prebuilt=sub.kind == "ko",
-                     progress=progress)
+                     progress=progress, profile=env.profile.name,
+                     extra_kernels=tuple(extra.envs), unavailable=extra.unavailable)
     t0 = time.monotonic()
     try:
         result.exercises = run_checks(run)
@@ -163,3 +188,46 @@ def safe_grade(opts: RunOptions, progress: Callable[[str], None] = lambda _m: No
         raise
     except Exception as e:
         raise GraderError(f"internal error while grading {opts.submission}: {e!r}") from e
+
+
+@dataclass
+class _Extra:
+    envs: dict[str, session.Environment]
+    kos: dict[str, Path]
+    unavailable: dict[str, str]
+
+
+def extra_kernels(rubric: Rubric, opts: RunOptions, env: session.Environment, sub, work: Path,  # type: ignore[no-untyped-def]
+                  compat: bool, backend, progress: Callable[[str], None]) -> _Extra:
+    """The other kernels the rubric's checks need and this grading combines ([kernels] combine
+    or --combine): each prepared (never built here: `grader setup --profile NAME`) and the
+    module built against it. Those that cannot be used say why; their checks are not graded."""
+    from grader.errors import EnvironmentProblem
+
+    wanted = rubric.combine if opts.combine is None else opts.combine
+    out = _Extra({}, {}, {})
+    for name in rubric.kernels():
+        if name == env.profile.name:
+            continue
+        if name not in wanted:
+            out.unavailable[name] = (f"this grading runs on {env.profile.name} only: grade with "
+                                     f"`--profile {name}` or `--combine {name}`")
+            continue
+        if sub.kind != "source":
+            out.unavailable[name] = "a prebuilt .ko is built for one kernel only"
+            continue
+        try:
+            kenv = session.prepare(name, auto_setup=False)
+        except EnvironmentProblem:
+            out.unavailable[name] = (f"the {name} kernel is not set up on this machine: run "
+                                     f"`grader setup --profile {name}`")
+            continue
+        b = session.build(kenv, sub.root, sub.module_name, list(sub.objects), work / name,
+                          list(opts.cflags), compat=compat, backend=backend)
+        ko = b.guest_ko or b.ko
+        if ko is None:
+            first = b.errors[0].message if b.errors else b.status.value
+            out.unavailable[name] = f"the module does not build against the {name} kernel: {first}"
+            continue
+        out.envs[name], out.kos[name] = kenv, ko
+    return out

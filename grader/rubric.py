@@ -19,7 +19,7 @@ from grader.profiles import project_root
 PHASES = ("static", "loaded", "unloaded", "final")
 CLOCKS = ("warped", "realtime")
 _CHECK_KEYS = {"id", "title", "kind", "points", "phase", "visible", "needs", "params", "strict",
-               "clock"}
+               "clock", "kernel"}
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class CheckSpec:
     params: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     strict: bool = False  # a check of the lab's exact names or formats: nothing may need it
     clock: str = "warped"  # for loaded/unloaded checks: which guest they run in
+    kernel: str = ""  # a kernel profile the check needs ("debug"); "" for the grading's own
 
     @property
     def in_guest(self) -> bool:
@@ -58,6 +59,9 @@ class Rubric:
     settings: dict[str, Any] = field(hash=False, compare=False)  # the [lab] table, as written
     limits: Limits = DEFAULT_LIMITS
     pairs: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = ()
+    # Kernel profiles whose checks a grading on another profile runs too, in guests of their
+    # own ([kernels] combine): the debug kernel's checks in a grading on 6.1.
+    combine: tuple[str, ...] = ()
     exercises: tuple[Exercise, ...] = ()
     digest: str = ""
     path: Path | None = None
@@ -74,13 +78,9 @@ class Rubric:
     def max_points(self, up_to: int | None = None) -> float:
         return sum(c.points for c in self.checks() if up_to is None or c.exercise <= up_to)
 
-    def clocks(self) -> list[str]:
-        """The guests' clocks this rubric's checks run in, in order of first use."""
-        out: list[str] = []
-        for c in self.checks():
-            if c.in_guest and c.clock not in out:
-                out.append(c.clock)
-        return out
+    def kernels(self) -> list[str]:
+        """The kernel profiles its checks name (besides the grading's own)."""
+        return sorted({c.kernel for c in self.checks() if c.kernel})
 
 
 def rubric_dir() -> Path:
@@ -115,6 +115,7 @@ def _spec(c: dict[str, Any], exercise: int) -> CheckSpec:
         points=float(c["points"]), phase=c["phase"], visible=bool(c.get("visible", True)),
         needs=tuple(c.get("needs", ())), params=dict(c.get("params", {})),
         strict=bool(c.get("strict", False)), clock=str(c.get("clock", "warped")),
+        kernel=str(c.get("kernel", "")),
     )
     if spec.phase not in PHASES:
         raise ValueError(f"check {spec.id}: phase must be one of {PHASES}")
@@ -151,5 +152,6 @@ def _parse(d: dict[str, Any], path: Path, digest: str) -> Rubric:
         compat=bool(d.get("compat", False)), settings=settings,
         limits=DEFAULT_LIMITS.with_overrides(d.get("limits", {})),
         pairs=tuple((tuple(p["setup"]), tuple(p["teardown"])) for p in d.get("pairs", [])),
+        combine=tuple(d.get("kernels", {}).get("combine", ())),
         exercises=tuple(exercises), digest=digest, path=path,
     )

@@ -27,6 +27,8 @@ examples:
   grader run dave.tgz --json                       the whole result as JSON on stdout
   grader run a.tgz b.tgz c.tgz --out out/          several submissions, one report folder each
   grader run e.tgz --backend docker                build and guest inside Docker containers
+  grader run f.tgz --profile debug                 everything on the debug kernel (KASAN, lockdep...)
+  grader run g.tgz --no-combine                    the stock kernel only: debug checks not graded
 
 exit status: 0 when grading completed, whatever the score; 2 bad usage or rubric/profile;
 3 not a submission; 4 the environment is missing something (the message says what to do).
@@ -59,6 +61,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                              "(e.g. grading 2017-2018 code on 6.1); the report says so")
     compat.add_argument("--no-compat", dest="compat", action="store_false",
                         help="never use the compatibility header, whatever the rubric says")
+    combine = p.add_mutually_exclusive_group()
+    combine.add_argument("--combine", action="append", metavar="PROFILE",
+                         help="also grade the checks that need another kernel (the debug kernel) "
+                              "in guests of that kernel (repeatable; default: as the rubric says, "
+                              "when that kernel is set up); e.g. --combine debug")
+    combine.add_argument("--no-combine", dest="combine", action="store_const", const=[],
+                         help="grade on the --profile kernel only: the checks that need another "
+                              "kernel are reported as not graded")
     p.add_argument("--backend", "-b", default="host", choices=["host", "docker"],
                    help="where the build and the guest run: host (default: bubblewrap and a "
                         "QEMU child process, no container engine needed) or docker (both in "
@@ -88,7 +98,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             out = Path("grader-out") / name
         opts = RunOptions(submission=path, outdir=out, profile=args.profile, rubric=args.rubric,
-                          compat=args.compat, module_name=args.module, backend=args.backend)
+                          compat=args.compat, module_name=args.module, backend=args.backend,
+                          combine=None if args.combine is None else tuple(args.combine))
         result = safe_grade(opts, progress)
         written = write_reports(result, out, formats)
         if args.json:

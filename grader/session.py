@@ -87,3 +87,38 @@ def boot(env: Environment, modules: dict[str, Path], workdir: Path | None = None
     initrd = initramfs.with_modules(env.base_initrd, files, workdir / "initrd.img")
     spec = dataclasses.replace(snapshots.spec_for(env, clk, initrd), extra_cmdline=extra_cmdline)
     return Guest(spec, workdir, boot_timeout=boot_timeout, launcher=launcher)
+
+
+HELPER_MODULES = Path(__file__).resolve().parent / "guest_image" / "modules"
+
+
+def helper_module(env: Environment, name: str) -> Path:
+    """One of the grader's own kernel modules (grader/guest_image/modules/<name>.c, e.g. the
+    delay injector of the concurrency checks), built once per kernel release into the cache
+    (without debug information: it travels to the guest with the submission's)."""
+    import fcntl
+    import hashlib
+
+    src = HELPER_MODULES / f"{name}.c"
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:12]
+    out = cache_root() / "helper-modules" / env.kernel.release / f"{name}-{digest}.ko"
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if out.exists():
+            return out
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp) / "src"
+            work.mkdir()
+            (work / src.name).write_bytes(src.read_bytes())
+            b = build(env, work, name, [f"{name}.o"], Path(tmp) / "build")
+            ko = b.guest_ko or b.ko
+            if ko is None:
+                raise EnvironmentProblem(f"the grader's helper module {name} does not build "
+                                         f"against {env.kernel.release}:\n{b.log[-2000:]}")
+            tmp_out = out.with_suffix(".tmp")
+            tmp_out.write_bytes(ko.read_bytes())
+            tmp_out.rename(out)
+    return out

@@ -103,7 +103,7 @@ def _spec(id_: str, kind: str, needs: tuple[str, ...] = (), clock: str = "warped
 def _run(rubric, guests: dict[str, list[FakeGuest]]) -> RunContext:
     its = {k: iter(v) for k, v in guests.items()}
     run = RunContext(rubric=rubric, module="taskmonitor", ko=None, info=None, hints=None,
-                     build=None, boot_guest=lambda clock, _n: next(its[clock]))
+                     build=None, boot_guest=lambda _kernel, clock: next(its[clock]))
     run.lab = FakeLab(run)
     return run
 
@@ -167,7 +167,7 @@ def test_lanes_run_side_by_side_and_wait_for_the_results_they_need():
 
 def test_command_hung_is_raised_on_a_killed_command():
     run = _run(_rubric(), {"warped": [FakeGuest()]})
-    s = run.session("warped")
+    s = run.session(run.profile, "warped")
     with pytest.raises(CommandHung):
         s.sh("sleep-forever")
     assert s.sh("sleep-forever", allow_timeout=True).timed_out

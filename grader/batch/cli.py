@@ -78,6 +78,12 @@ def add_batch_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
                         help="build every submission with the compatibility header")
     compat.add_argument("--no-compat", dest="compat", action="store_false",
                         help="never use the compatibility header")
+    combine = p.add_mutually_exclusive_group()
+    combine.add_argument("--combine", action="append", metavar="PROFILE",
+                         help="also grade the checks that need another kernel (e.g. debug), as "
+                              "grader run --combine does (default: as the rubric says)")
+    combine.add_argument("--no-combine", dest="combine", action="store_const", const=[],
+                         help="grade on --profile's kernel only")
     p.add_argument("--backend", "-b", default="host", choices=["host", "docker"],
                    help="passed to grader run (default host)")
     p.add_argument("--timeout", type=float, metavar="S",
@@ -132,6 +138,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     profiles = sorted({e.profile or args.profile for e in items} | {args.profile})
     memory = max(load_profile(p).memory_mib for p in profiles)
     opts = runner.BatchOptions(rubric=args.rubric, profile=args.profile, compat=args.compat,
+                               combine=None if args.combine is None else tuple(args.combine),
                                backend=args.backend,
                                jobs=args.jobs or runner.default_jobs(memory),
                                timeout_s=args.timeout, force=args.force, quiet=args.quiet)

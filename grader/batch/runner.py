@@ -101,6 +101,7 @@ class BatchOptions:
     rubric: str = "tp07"
     profile: str = "6.1"
     compat: bool | None = None
+    combine: tuple[str, ...] | None = None  # passed to grader run (None: as the rubric says)
     backend: str = "host"
     jobs: int = 1
     timeout_s: float | None = None  # None: derive_timeout(rubric)
@@ -142,7 +143,8 @@ def plan(entries: list[Entry], store: Store, opts: BatchOptions) -> list[Planned
     for e in entries:
         profile = e.profile or opts.profile
         compat = e.compat if e.compat is not None else opts.compat
-        parts = KeyParts(content_digest(e.path), rdigest, releases[profile], __version__, compat)
+        parts = KeyParts(content_digest(e.path), rdigest, releases[profile], __version__, compat,
+                         opts.combine)
         key = parts.key()
         out.append(Planned(e, parts, key, profile, store.record(key)))
     return out
@@ -211,6 +213,8 @@ def _command(item: Planned, staged: Path, opts: BatchOptions) -> list[str]:
     compat = item.parts.compat
     if compat is not None:
         cmd.append("--compat" if compat else "--no-compat")
+    if opts.combine is not None:
+        cmd += [f"--combine={k}" for k in opts.combine] or ["--no-combine"]
     setpriv = shutil.which("setpriv")
     # The grader dies with the thread that started it (the batch's worker): no orphan after
     # a SIGKILL of the batch. setpriv, not preexec_fn: preexec_fn is unsafe with threads.

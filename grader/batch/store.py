@@ -50,6 +50,7 @@ class KeyParts:
     kernel_release: str
     grader_version: str
     compat: bool | None = None
+    combine: tuple[str, ...] | None = None  # other kernels combined (None: as the rubric says)
 
     def key(self) -> str:
         blob = json.dumps(asdict(self), sort_keys=True).encode()

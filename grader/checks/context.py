@@ -87,12 +87,17 @@ class RunContext:
     info: KoInfo | None
     hints: SourceHints | None
     build: BuildResult | None
-    boot_guest: Callable[[str, int], Guest]  # (clock, guest number) -> a guest, not started
+    boot_guest: Callable[[str, str], Guest]  # (kernel profile, clock) -> a guest, not started
     prebuilt: bool = False
+    profile: str = ""  # the grading's kernel profile
+    # Other kernel profiles checks may run on ([kernels] combine), and why those that cannot
+    # are not available (not set up, the module does not build there...).
+    extra_kernels: tuple[str, ...] = ()
+    unavailable: dict[str, str] = field(default_factory=dict)
     progress: Progress = lambda _msg: None
     results: dict[str, CheckResult] = field(default_factory=dict)
     sessions: dict[str, GuestSession] = field(default_factory=dict)
-    interface: Inventory | None = None  # what the first insmod created
+    interfaces: dict[str, Inventory] = field(default_factory=dict)  # kernel -> first insmod's
     lab: LabProbes = field(init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _done: dict[str, threading.Event] = field(default_factory=dict, repr=False)
@@ -108,19 +113,31 @@ class RunContext:
     def settings(self) -> dict[str, Any]:
         return self.rubric.settings
 
-    def session(self, clock: str) -> GuestSession:
-        with self._lock:
-            if clock not in self.sessions:
-                self.sessions[clock] = GuestSession(self, clock)
-            return self.sessions[clock]
+    def kernel_of(self, spec: CheckSpec) -> str | None:
+        """The kernel profile a check runs on, None when this grading cannot run it."""
+        if not spec.kernel or spec.kernel == self.profile:
+            return self.profile
+        return spec.kernel if spec.kernel in self.extra_kernels else None
 
-    def all_logs(self) -> list[GuestLog]:
-        return [log for s in self.sessions.values() for log in s.logs]
-
-    def note_interface(self, inv: Inventory) -> None:
+    def session(self, kernel: str, clock: str) -> GuestSession:
+        key = f"{kernel}/{clock}"
         with self._lock:
-            if self.interface is None:
-                self.interface = inv
+            if key not in self.sessions:
+                self.sessions[key] = GuestSession(self, clock, kernel)
+            return self.sessions[key]
+
+    def all_logs(self, kernel: str | None = None) -> list[GuestLog]:
+        return [log for s in self.sessions.values() for log in s.logs
+                if kernel is None or s.kernel == kernel]
+
+    def note_interface(self, kernel: str, inv: Inventory) -> None:
+        with self._lock:
+            self.interfaces.setdefault(kernel, inv)
+
+    @property
+    def interface(self) -> Inventory | None:
+        """What the module created on the grading's own kernel."""
+        return self.interfaces.get(self.profile) or next(iter(self.interfaces.values()), None)
 
     # ---- results, shared between the lanes of guests -----------------------------------
     def set_result(self, result: CheckResult) -> None:

@@ -4,6 +4,7 @@ ones. Crashes and hangs become statuses, never a grader failure; a crash costs t
 happened and the next check of that lane gets a fresh guest."""
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import traceback
@@ -47,6 +48,8 @@ def _execute(call: CheckCall) -> Outcome:
             during = s.console_since(s.check_mark)[-40:]
             if during and not any(ev.log for ev in out.evidence):
                 out.evidence.append(Evidence("kernel log during the check", log=during))
+        if s.wedged:
+            s.discard()
         return out
     except GuestDied as e:
         lines = e.log
@@ -82,8 +85,13 @@ def run_one(run: RunContext, spec: CheckSpec, session: GuestSession | None) -> C
     t0 = time.monotonic()
     if session is not None:
         session.evidence = []
+    kernel = run.kernel_of(spec)
     reason = _skip_reason(run, spec)
-    if reason:
+    if kernel is None:
+        why = run.unavailable.get(spec.kernel) or (
+            f"grade with `--profile {spec.kernel}`, or with a rubric that combines it")
+        out = Outcome(Status.NOT_GRADED, f"needs the {spec.kernel} kernel: {why}")
+    elif reason:
         out = Outcome.skip(reason)
     else:
         run.progress(f"{spec.id}: {spec.title}" + (f" [{session.clock}]" if session else ""))
@@ -96,19 +104,34 @@ def run_one(run: RunContext, spec: CheckSpec, session: GuestSession | None) -> C
         points=spec.points if out.status is Status.PASSED else 0.0, max_points=spec.points,
         visible=spec.visible, reason=out.reason, evidence=evidence,
         duration_s=round(time.monotonic() - t0, 3), clock=session.clock if session else "",
-        strict=spec.strict,
+        strict=spec.strict, kernel=(kernel or "") if (session or spec.kernel) else "",
     )
     run.set_result(result)
     return result
 
 
-def _lane(run: RunContext, clock: str, specs: list[CheckSpec]) -> None:
-    session = run.session(clock)
+def _lane(run: RunContext, lane: tuple[str, str], specs: list[CheckSpec]) -> None:
+    session = run.session(*lane)
     try:
+        if specs and not all(_skip_reason_now(run, s) for s in specs):
+            # Restore the lane's guest at once, while its first check may still wait for a
+            # result of another lane: nothing of the student's runs yet (the module is loaded
+            # by the first check that needs it), so a failure here is left to that check.
+            with contextlib.suppress(Exception):
+                session.ensure_guest()
         for spec in specs:
             run_one(run, spec, session)
     finally:
         session.close()
+
+
+def _skip_reason_now(run: RunContext, spec: CheckSpec) -> bool:
+    """Whether a check is already known to be skipped (a need failed), without waiting."""
+    for need in spec.needs:
+        r = run.results.get(need)
+        if r is not None and r.status is not Status.PASSED:
+            return True
+    return False
 
 
 def run_checks(run: RunContext) -> list[ExerciseResult]:
@@ -119,10 +142,16 @@ def run_checks(run: RunContext) -> list[ExerciseResult]:
         for spec in order:
             if spec.phase == "static":
                 run_one(run, spec, None)
-        lanes = {clock: [c for c in order if c.in_guest and c.clock == clock]
-                 for clock in rubric.clocks()}
-        threads = [threading.Thread(target=_lane, args=(run, clock, specs), name=f"lane-{clock}")
-                   for clock, specs in lanes.items()]
+        lanes: dict[tuple[str, str], list[CheckSpec]] = {}
+        for c in order:
+            kernel = run.kernel_of(c)
+            if c.in_guest and kernel is not None:
+                lanes.setdefault((kernel, c.clock), []).append(c)
+            elif c.in_guest:
+                run_one(run, c, None)  # not graded on this kernel
+        threads = [threading.Thread(target=_lane, args=(run, lane, specs),
+                                    name=f"lane-{lane[0]}-{lane[1]}")
+                   for lane, specs in lanes.items()]
         for t in threads[1:]:
             t.start()
         if threads:

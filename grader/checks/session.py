@@ -34,7 +34,7 @@ class GuestLog:
     """The console of one guest, whether (and where) it ended in a crash, and the lines that a
     failed check already charged (so the clean-log check does not count them again)."""
 
-    clock: str
+    clock: str  # the lane: "<kernel>/<clock>"
     lines: list[str]
     crash_line: int | None = None
     claimed: dict[int, str] = field(default_factory=dict)  # line index -> check id
@@ -53,9 +53,11 @@ class Load:
 class GuestSession:
     """One clock's guest, restored (or booted) when first needed and again after a crash."""
 
-    def __init__(self, run: RunContext, clock: str):
+    def __init__(self, run: RunContext, clock: str, kernel: str = ""):
         self.run = run
         self.clock = clock
+        self.kernel = kernel or run.profile
+        self.lane = f"{self.kernel}/{clock}"
         self.guest: Guest | None = None
         self.loaded = False
         self.last_load: Load | None = None  # the current guest's last insmod (kept after rmmod)
@@ -68,6 +70,9 @@ class GuestSession:
         self.evidence: list[Evidence] = []  # the current check's
         self.check_guest: Guest | None = None  # the guest and console position when the check began
         self.check_mark = 0
+        # A probe saw the module wedge this guest (a read that never returns): the runner
+        # replaces it after the current check, so the next one starts on a working module.
+        self.wedged = False
 
     @property
     def limits(self):  # type: ignore[no-untyped-def]
@@ -85,8 +90,8 @@ class GuestSession:
             # it); silently starting a fresh guest here would hide the crash.
             raise GuestDied(self.guest._death_reason(), self.guest.recent_console(80))
         self.run.progress(f"{'restoring' if self.boots == 0 else 'restoring a fresh'} "
-                          f"{self.clock} guest")
-        g = self.run.boot_guest(self.clock, len(self.run.all_logs()) + 1)
+                          f"{self.clock} guest ({self.kernel})")
+        g = self.run.boot_guest(self.kernel, self.clock)
         try:
             g.start()
         finally:
@@ -94,7 +99,7 @@ class GuestSession:
         self.guest, self.loaded, self.last_load = g, False, None
         self.boots += 1
         self.boot_times.append(g.boot_s)
-        self.logs.append(GuestLog(self.clock, g.console_lines))
+        self.logs.append(GuestLog(self.lane, g.console_lines))
         self.run.lab.on_guest(self)
         return g
 
@@ -111,6 +116,7 @@ class GuestSession:
             self.logs[-1].crash_line = min(start, fatal)
         g.close()
         self.guest, self.loaded, self.last_load = None, False, None
+        self.wedged = False
 
     def close(self) -> None:
         self.discard()
@@ -128,8 +134,9 @@ class GuestSession:
         # One command: the listing before, insmod, the lab's measurements right after (no round
         # trip, no sampling in between), the listing after and what is new in it, described.
         # Once the module's interface is known (another guest loaded it), it is not listed again.
-        known = self.run.interface
-        listing = "" if known else inventory.LIST_SCRIPT
+        known = self.run.interfaces.get(self.kernel)  # the same module on the same kernel
+        elsewhere = self.run.interface if known is None else None  # on another kernel
+        listing = "" if known else inventory.LIGHT_SCRIPT if elsewhere else inventory.LIST_SCRIPT
         cmd = (f"{{ {listing}; }} > /tmp/.inv0; " if listing else "") + \
             (f"{pre}; " if pre else "") + "echo @@PRE; " + \
             f"insmod /mod/{mod}.ko {args} 2>/tmp/.insmod.err; rc=$?; echo @@rc=$rc; " + \
@@ -153,10 +160,12 @@ class GuestSession:
             raise NotLoaded(f"insmod failed: {r.stderr.strip() or f'exit status {r.status}'}")
         self.loaded = True
         inv = inventory.parse_described(described, after) if listing else known
+        if elsewhere is not None and inv is not None:
+            inv = inventory.merged(elsewhere, inv)
         assert inv is not None
         self.last_load = Load(params, r, float(uptime.strip() or 0), inv)
         self.first_load = self.first_load or self.last_load
-        self.run.note_interface(inv)
+        self.run.note_interface(self.kernel, inv)
         self.run.lab.after_load(self, self.last_load, pre_out, post_out)
         return self.last_load
 
@@ -215,7 +224,7 @@ class GuestSession:
 
     def kthreads(self) -> dict[int, str]:
         """Kernel threads (children of kthreadd) by PID, with their names."""
-        r = self.sh("for p in $(cat /proc/2/task/2/children); do echo $p $(cat /proc/$p/comm "
+        r = self.sh(f"for p in $({inventory.KTHREADS}); do echo $p $(cat /proc/$p/comm "
                     "2>/dev/null); done", quiet=True)
         out = {}
         for line in r.stdout.splitlines():

@@ -69,8 +69,8 @@ def _test(exercise: int, index: int, heading: str, c: CheckResult) -> dict[str, 
         lines += evidence_lines(ev, EVIDENCE_LINES)
     return {
         "score": round(c.points, 4),
-        "max_score": round(c.max_points, 4),
-        "status": "passed" if c.status is Status.PASSED else "failed",
+        "max_score": 0 if c.status is Status.NOT_GRADED else round(c.max_points, 4),
+        "status": "passed" if c.status in (Status.PASSED, Status.NOT_GRADED) else "failed",
         "name": f"{clean(c.title)} [{clean(c.id)}]",
         "name_format": "text",
         "number": f"{exercise}.{index}",

@@ -24,6 +24,7 @@ STYLES: dict[Status, StatusStyle] = {
     Status.CRASHED: StatusStyle("CRASH", "the module crashed the kernel", "", "1;35", "crash"),
     Status.TIMED_OUT: StatusStyle("HANG", "the module hung", "", "1;33", "hang"),
     Status.SKIPPED: StatusStyle("SKIP", "", "not run: a prerequisite failed", "2", "skip"),
+    Status.NOT_GRADED: StatusStyle("N/G", "not graded on this kernel", "", "2;36", "skip"),
     Status.ERROR: StatusStyle(
         "ERROR", "grader error, not the student's fault", "", "1;37;41", "error"
     ),

@@ -56,6 +56,6 @@ def _case(classname: str, c: CheckResult) -> TestCase:
         case.add_failure_info(message=message, output=evidence)
     elif c.status in _ERROR_TYPES:
         case.add_error_info(message=message, output=evidence, error_type=_ERROR_TYPES[c.status])
-    elif c.status is Status.SKIPPED:
+    elif c.status in (Status.SKIPPED, Status.NOT_GRADED):
         case.add_skipped_info(message=message, output=evidence)
     return case
