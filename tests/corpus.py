@@ -86,14 +86,16 @@ def _events(out: Path) -> list[dict[str, Any]]:
 
 
 def grade_corpus(entries: list[Entry], outdir: Path, jobs: int, *,
-                 extra_args: tuple[str, ...] = (), kill_fraction: float = 1 / 3,
+                 extra_args: tuple[str, ...] = (), kill_fraction: float | None = 1 / 3,
                  timeout_s: float = 3600) -> CorpusResults:
     outdir.mkdir(parents=True, exist_ok=True)
     out = outdir / "batch"
     list_file = write_list(entries, outdir / "list.csv")
     cmd = _batch_cmd(list_file, out, jobs, extra_args)
     facts: dict[str, Any] = {"entries": len(entries)}
-    kill_at = max(1, math.ceil(len({str(e[1]) for e in entries}) * kill_fraction))
+    # kill_fraction None: no kill, one run.
+    unique = len({str(e[1]) for e in entries})
+    kill_at = unique + 1 if kill_fraction is None else max(1, math.ceil(unique * kill_fraction))
     t0 = time.monotonic()
     with open(outdir / "run1.log", "wb") as log:
         p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -71,11 +71,27 @@ def _assert_statuses(result: GradeResult, want: dict[str, Status], what: str) ->
 
 # ---- (a) the reference -------------------------------------------------------------------
 @pytest.mark.guest
+@pytest.mark.parametrize("name", ["reference-combined", "reference-debug"])
+def test_reference_full_marks_with_the_debug_kernel(corpus, name) -> None:  # type: ignore[no-untyped-def]
+    """Combined with the debug kernel, or all on it: every check passes, on the kernel it needs."""
+    r = corpus[name]
+    assert r.complete, _errors(r)
+    _assert_statuses(r, {c.id: Status.PASSED for c in RUBRIC.checks()}, name)
+    assert r.score == r.max_score == RUBRIC.max_points()
+    kernels = {c.id: c.kernel for e in r.exercises for c in e.checks}
+    assert {kernels[c.id] for c in RUBRIC.checks() if c.kernel} == {"debug"}
+    if name == "reference-debug":
+        assert r.stamp.profile == "debug"
+
+
+@pytest.mark.guest
 def test_reference_full_marks(corpus) -> None:  # type: ignore[no-untyped-def]
+    """On its own kernel only: the debug kernel's checks are not graded, never passed."""
     r = corpus["reference"]
     assert r.complete, [s for s in r.stages if s.status is Status.ERROR]
-    _assert_statuses(r, {c.id: Status.PASSED for c in RUBRIC.checks()}, "the reference")
-    assert r.score == r.max_score == RUBRIC.max_points()
+    want = {c.id: Status.NOT_GRADED if c.kernel else Status.PASSED for c in RUBRIC.checks()}
+    _assert_statuses(r, want, "the reference")
+    assert r.score == r.max_score == sum(c.points for c in RUBRIC.checks() if not c.kernel)
 
 
 # ---- (b) the reference at the end of each exercise: variants stage_N.toml ------------------
@@ -86,7 +102,9 @@ def test_stage_variants_say_what_a_stage_is() -> None:
     assert sorted(stages) == list(STAGES)
     for n, v in stages.items():
         for c in RUBRIC.checks():
-            want = v.expected(c.id)
+            want = v.expected(c.id, RUBRIC)
+            if want is Status.NOT_GRADED:
+                continue
             if c.exercise <= n:
                 assert want is Status.PASSED, f"stage {n}: {c.id} expected {want.value}"
             else:
@@ -116,9 +134,12 @@ def test_variant(corpus, variant: Variant) -> None:  # type: ignore[no-untyped-d
     """Every check has exactly the expected status; the score is what those statuses give."""
     r = _grade_variant(corpus, variant)
     assert r.complete, f"{variant.name}: incomplete grade: {_errors(r)}"
-    want = {c.id: variant.expected(c.id) for c in RUBRIC.checks()}
+    want = {c.id: variant.expected(c.id, RUBRIC) for c in RUBRIC.checks()}
     _assert_statuses(r, want, f"variant {variant.name} ({variant.bug})")
-    assert r.score == RUBRIC.max_points() - variant.points_lost(RUBRIC)
+    graded = sum(c.points for c in RUBRIC.checks() if want[c.id] is not Status.NOT_GRADED)
+    lost = sum(c.points for c in RUBRIC.checks() if want[c.id] not in (Status.PASSED,
+                                                                        Status.NOT_GRADED))
+    assert (r.score, r.max_score) == (graded - lost, graded)
 
 
 @pytest.mark.guest
@@ -128,7 +149,7 @@ def test_variant_apart_from_grader_problems(corpus, variant: Variant) -> None:  
     r = _grade_variant(corpus, variant)
     assert r.complete, f"{variant.name}: incomplete grade: {_errors(r)}"
     affected = variant.affected_by_problems(RUBRIC) or set()
-    want = {c.id: variant.expected(c.id) for c in RUBRIC.checks() if c.id not in affected}
+    want = {c.id: variant.expected(c.id, RUBRIC) for c in RUBRIC.checks() if c.id not in affected}
     _assert_statuses(r, want, f"variant {variant.name} ({variant.bug}), apart from {affected}")
 
 
@@ -153,7 +174,7 @@ def test_realistic(corpus, sub) -> None:  # type: ignore[no-untyped-def]
     assert name in corpus, f"{name}: no grade ({corpus.facts['statuses'].get(name)})"
     r = corpus[name]
     assert r.complete, f"{sub.name}: incomplete grade: {_errors(r)}"
-    want = {c.id: sub.expect.get(c.id, Status.PASSED) for c in RUBRIC.checks()}
+    want = {c.id: sub.expected(c.id, RUBRIC) for c in RUBRIC.checks()}
     _assert_statuses(r, want, f"realistic {sub.name} ({sub.description})")
 
 

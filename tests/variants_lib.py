@@ -26,7 +26,7 @@ LAYOUTS = ("flat", "nested", "split")
 # the grader's own failure, never the student's.
 EXPECTABLE = {Status.FAILED, Status.CRASHED, Status.TIMED_OUT, Status.SKIPPED}
 _KEYS = {"description", "bug", "stage", "profile", "compat", "layout", "nested_dir", "split",
-         "files", "replace", "expect", "grader_problem"}
+         "files", "replace", "expect", "grader_problem", "kernels"}
 
 
 class VariantError(Exception):
@@ -57,9 +57,18 @@ class Variant:
     # check id (or "*": the whole grade) -> why the grader does not (yet) give the expected
     # status: a known grader problem, reported to the lead; tested as xfail(strict=True).
     grader_problem: dict[str, str] = field(default_factory=dict)
+    # Other kernels its grading combines (["debug"]): graded in the corpus's combined batch;
+    # the others are graded on their profile alone, the checks of other kernels not graded.
+    kernels: tuple[str, ...] = ()
     path: Path | None = None
 
-    def expected(self, check_id: str) -> Status:
+    def expected(self, check_id: str, rubric: Rubric | None = None) -> Status:
+        """The expected status; a check of a kernel this variant's grading does not combine
+        is not graded."""
+        if rubric is not None:
+            spec = rubric.check(check_id)
+            if spec.kernel and spec.kernel not in self.kernels and spec.kernel != self.profile:
+                return Status.NOT_GRADED
         return self.expect.get(check_id, Status.PASSED)
 
     def points_lost(self, rubric: Rubric) -> float:
@@ -168,7 +177,7 @@ def load_variant(path: Path, rubric: Rubric | None = None) -> Variant:
         stage=stage, profile=str(d.get("profile", "6.1")), compat=bool(d.get("compat", False)),
         layout=layout, nested_dir=d.get("nested_dir", Variant.nested_dir), main=main,
         files=files, replacements=tuple(reps), expect=expect, grader_problem=problems,
-        path=path,
+        kernels=tuple(d.get("kernels", ())), path=path,
     )
 
 

@@ -7,13 +7,13 @@ import shlex
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from grader import klog
+from grader import inventory, klog
 from grader.checks import Outcome, check
 from grader.guest import CommandResult, GuestDied
 from grader.model import Evidence, Status
 
 if TYPE_CHECKING:
-    from grader.checks.context import CheckCall
+    from grader.checks.context import CheckCall, RunContext
     from grader.checks.session import GuestSession
 
 
@@ -96,7 +96,7 @@ def unload(session: GuestSession) -> Unload:
             _observe(rec, found)
         rec.console = (mark, session.console_mark())
         session.run.lab.after_unload(session, rec)
-        out = session.sh(f"sleep {settle:.2f}; cat /proc/2/task/2/children", quiet=True,
+        out = session.sh(f"sleep {settle:.2f}; {inventory.KTHREADS}", quiet=True,
                          timeout=settle + session.timeout()).stdout
     except GuestDied as e:
         if crashed_thread(e.log) not in names:
@@ -220,11 +220,15 @@ def reloads(c: CheckCall) -> Outcome:
 def clean_log(c: CheckCall) -> Outcome:
     found: list[tuple[klog.Anomaly, list[str]]] = []
     charged: dict[str, int] = {}
-    logs = c.run.all_logs()
+    # The grading's own kernel: another kernel's reports are its own checks' business, and so
+    # are the kinds of report a `no_reports` check of this kernel judges.
+    kernel = c.spec.kernel or c.run.profile
+    logs = c.run.all_logs(kernel)
+    covered = covered_kinds(c.run, kernel)
     for log in logs:
         lines = log.lines if log.crash_line is None else log.lines[: log.crash_line]
         for a, header in klog.reports(klog.scan(lines).anomalies):
-            if a.severity == "info":
+            if a.severity == "info" or a.kind in covered:
                 continue
             # A warning printed inside a slab report (SLUB printing a corrupted object's
             # tracking) belongs to that report: charged where the report is.
@@ -245,3 +249,38 @@ def clean_log(c: CheckCall) -> Outcome:
                    seen=klog.strip_timestamp(a.line), log=ex) for a, ex in found[:3]]
     return Outcome(Status.FAILED, f"kernel log reports: {', '.join(kinds)}: "
                    f"{klog.strip_timestamp(found[0][0].line).strip()}", ev)
+
+
+def covered_kinds(run: RunContext, kernel: str) -> set[str]:
+    """The kinds of kernel report a `no_reports` check judges on `kernel`: the other checks
+    leave those to it."""
+    return {k for spec in run.rubric.checks() if spec.kind == "no_reports"
+            and (spec.kernel or run.profile) == kernel for k in spec.params.get("kinds", [])}
+
+
+@check("no_reports")
+def no_reports(c: CheckCall) -> Outcome:
+    """No report of the given kinds (lockdep, sleeping in atomic context, list corruption...)
+    in the logs of the guests of the check's kernel, but those a failed check already took."""
+    kinds = set(c.params.get("kinds", []))
+    kernel = c.spec.kernel or c.run.profile
+    found: list[tuple[klog.Anomaly, list[str]]] = []
+    for log in c.run.all_logs(kernel):
+        lines = log.lines if log.crash_line is None else log.lines[: log.crash_line]
+        for a in klog.scan(lines).anomalies:
+            owner = log.claimed.get(a.line_no)
+            owner_result = c.run.results.get(owner) if owner else None
+            if a.kind in kinds and not (owner and owner_result is not None
+                                        and owner_result.status is not Status.PASSED):
+                found.append((a, klog.excerpt(lines, a.line_no, 2, 30)))
+    if not found:
+        return Outcome.ok(f"no {', '.join(sorted(kinds))} report on the {kernel} kernel")
+    a = found[0][0]
+    why = {"sleeping_in_atomic": "a function that may sleep (mutex_lock, kmalloc(GFP_KERNEL)...) "
+                                 "is called while a spinlock is held or interrupts are off",
+           "lockdep": "lockdep found a locking rule broken",
+           "list_corruption": "a list was corrupted (an entry added twice, or used after list_del)",
+           "scheduling_while_atomic": "the module sleeps while a spinlock is held"}.get(a.kind, a.kind)
+    ev = [Evidence("kernel log", "no report", klog.strip_timestamp(x.line), log=ex)
+          for x, ex in found[:3]]
+    return Outcome(Status.FAILED, f"{why}: {klog.strip_timestamp(a.line).strip()}", ev)

@@ -79,7 +79,7 @@ def usr_grows(c: CheckCall) -> Outcome:
     if not views:
         return Outcome.fail("no file shows samples")
     target = p.target(s)
-    window = max(3.0, 4 * p.period_s(s))
+    window = max(2.0, 4 * p.period_s(s))
     paths = [v.path for v in views]
     pids = p.pids(s)
     a, _ = p._read_timed(s, paths)
@@ -130,7 +130,7 @@ def sysfs_page_bound(c: CheckCall) -> Outcome:
     if long.samples_seen < long.samples_wanted:
         return Outcome(Status.SKIPPED, f"the history did not reach {long.samples_wanted} samples "
                        f"within {c.rubric.limits.history_wait_s:.0f} s of guest time", ev)
-    reports = kernel_reports(long.log)
+    reports = kernel_reports(long.log, s)
     for v in sysfs:
         text = long.reads.get(v.path, "")
         size = len(text.encode())

@@ -124,7 +124,7 @@ def target_exits(c: CheckCall) -> Outcome:
     s.sh(f"kill -9 {pid}", expected="exit 0")
     s.sleep(4 * _period(p, s) + 0.5)
     reads = p._read_all(s, [v.path for v in p.views(s).views])
-    reports = kernel_reports(s.console_since(mark))
+    reports = kernel_reports(s.console_since(mark), s)
     if reports:
         s.claim(mark, s.console_mark(), c.spec.id)
         return Outcome.fail("kernel report after a monitored process exited: "

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from grader.checks.session import GuestSession, Load
 
 READ_CAP = 1 << 18  # bytes read of a file when discovering or capturing
+SHORT_READ_CAP = 3 * 4096  # bytes read 7 at a time
 
 
 class ProbeFailed(Exception):
@@ -43,6 +44,7 @@ class Views:
     views: list[View] = field(default_factory=list)
     candidates: list[str] = field(default_factory=list)  # every new readable file tried
     waited_s: float = 0.0  # guest seconds waited for a first samples
+    hung: list[str] = field(default_factory=list)  # files whose read did not return
 
     def area(self, area: str) -> list[View]:
         return [v for v in self.views if v.area == area]
@@ -147,6 +149,7 @@ class _ClockState:
     unload: AtUnload | None = None
     unload_before: tuple[int | None, SlabCount] | None = None
     emptied_at: float = 0.0  # guest uptime when drop_caches last emptied the history
+    rate: float | None = None  # samples per guest second, measured once
 
 
 class Tp07Probes(LabProbes):
@@ -156,6 +159,7 @@ class Tp07Probes(LabProbes):
         self._clock: dict[str, _ClockState] = {}
         self._views: Views | None = None
         self._period: float | None = None
+        self.hung: set[str] = set()  # files whose read did not return
         self._lock = threading.Lock()
 
     # ---- settings -------------------------------------------------------------------
@@ -211,7 +215,7 @@ class Tp07Probes(LabProbes):
 
     def clock(self, session: GuestSession) -> _ClockState:
         with self._lock:
-            return self._clock.setdefault(session.clock, _ClockState())
+            return self._clock.setdefault(session.lane, _ClockState())
 
     # ---- hooks of the generic session -------------------------------------------------
     def on_guest(self, session: GuestSession) -> None:
@@ -236,7 +240,9 @@ class Tp07Probes(LabProbes):
         # Right after insmod, in its own command: the caches that appeared and their objects
         # (a mempool's reserve is allocated by then, and at most a sample or two), and the
         # lines of the lab's files if they exist.
-        paths = " ".join(shlex.quote(p) for p in (self.s["sysfs"], self.s["debugfs"]))
+        # (Not debugfs: a seq_file whose stop() keeps start()'s lock would hang insmod's own
+        # command. The sysfs show is a plain function.)
+        paths = shlex.quote(self.s["sysfs"])
         pre = f"ls /sys/kernel/slab > /tmp/.slabs0; {self._KMALLOC}"
         new = "ls /sys/kernel/slab | awk 'NR == FNR { seen[$0] = 1; next } !seen[$0]' /tmp/.slabs0 -"
         post = (f"for c in $({new}); "
@@ -282,16 +288,33 @@ class Tp07Probes(LabProbes):
 
     # ---- reading the module's files ----------------------------------------------------
     def _read_all(self, session: GuestSession, paths: list[str]) -> dict[str, str]:
-        """Read several files in one guest command."""
+        """Read several files in one guest command. Each read runs in the background with a
+        deadline of a few guest seconds: a read that does not return (a module waiting on a
+        lock it left held, in uninterruptible sleep that not even SIGKILL ends) is abandoned,
+        the file reads empty, is remembered in `self.hung` and not read again, and the guest,
+        wedged, is replaced after the current check. Debugfs files are read last: the bug that
+        wedges a module is usually its seq_file's, and the other files are read before it."""
         if not paths:
             return {}
-        script = "; ".join(f"echo @@@ {shlex.quote(p)}; head -c {READ_CAP} {shlex.quote(p)} 2>/dev/null; echo"
-                           for p in paths)
-        r = session.sh(script, quiet=True, timeout=session.timeout() * 2)
-        out: dict[str, str] = {}
+        out: dict[str, str] = {p: "" for p in paths if p in self.hung}
+        todo = sorted((p for p in paths if p not in self.hung),
+                      key=lambda p: p.startswith("/sys/kernel/debug/"))
+        if not todo:
+            return out
+        parts = [f"echo @@@ {shlex.quote(p)}; "
+                 + deadline(f"head -c {READ_CAP} {shlex.quote(p)}", f"/tmp/.grader-read{i}",
+                            self.run.rubric.limits.read_s, f"echo; echo @@@HUNG {shlex.quote(p)}")
+                 + "; echo" for i, p in enumerate(todo)]
+        r = session.sh("; ".join(parts), quiet=True,
+                       timeout=session.timeout() * 2 + self.run.rubric.limits.read_s * len(todo))
         cur = None
         for line in r.stdout.split("\n"):
-            if line.startswith("@@@ ") and line[4:] in paths:
+            if line.startswith("@@@HUNG ") and line[8:] in todo:
+                self.hung.add(line[8:])
+                session.wedged = True
+                out[line[8:]] = ""
+                cur = None
+            elif line.startswith("@@@ ") and line[4:] in todo:
                 cur = line[4:]
                 out[cur] = ""
             elif cur is not None:
@@ -345,10 +368,15 @@ class Tp07Probes(LabProbes):
             session.sleep(step)
             waited += step
             step = min(step * 2, 8.0)
-        found = Views(views, cands, waited)
+        views = [v for v in views if v.path not in self.hung]
+        found = Views(views, cands, waited, sorted(self.hung))
         with self._lock:
             if self._views is None:
                 self._views = found
+        if session.wedged:
+            # A read never returned: this guest's module is stuck for good. The pace is
+            # measured on a fresh one, where the files that hang are not read again.
+            session.discard()
         # The module's own pace, measured here once (in the lane that discovers the files,
         # the warped one), before any other check waits on it.
         self.period_s(session)
@@ -359,7 +387,14 @@ class Tp07Probes(LabProbes):
         best = self.views(session).best()
         return self.read(session, best.path) if best else parse("", set())
 
-    def rate(self, session: GuestSession, window: float | None = None) -> float:
+    def rate(self, session: GuestSession) -> float:
+        """Samples per guest second (measured once per clock, see measure_rate)."""
+        cs = self.clock(session)
+        if cs.rate is None:
+            cs.rate = self.measure_rate(session)
+        return cs.rate
+
+    def measure_rate(self, session: GuestSession, window: float | None = None) -> float:
         """Samples per guest second, measured over a short guest window on every view: a
         complete view by its count, a capped one (sysfs, or a history that stopped growing) by
         the samples after the newest one of the first read. The highest wins; 0 if none grew."""
@@ -468,7 +503,8 @@ class Tp07Probes(LabProbes):
         for v in views.views:
             if v.area != "sysfs":
                 q = shlex.quote(v.path)
-                r = session.sh(f"dd if={q} bs=7 2>/dev/null | head -c {READ_CAP} > /tmp/.a; "
+                # Three pages are enough to cross seq_file's page boundaries a few times.
+                r = session.sh(f"dd if={q} bs=7 2>/dev/null | head -c {SHORT_READ_CAP} > /tmp/.a; "
                                f"head -c {READ_CAP} {q} > /tmp/.b; cat /tmp/.a; echo @@@@; "
                                "cat /tmp/.b", quiet=True, timeout=session.timeout() * 2)
                 short[v.path], _, after[v.path] = r.stdout.partition("@@@@\n")
@@ -491,7 +527,7 @@ class Tp07Probes(LabProbes):
         best = self.views(session).best()
         # Enough samples that freeing them stands out from other kernel allocations.
         want = 60
-        rate = self.rate(session, window=max(0.3, 2 * self.period_s(session)))
+        rate = self.rate(session)
         if best is not None and rate > 0:
             have = len(self.read(session, best.path).samples)
             if have < want and best.area != "sysfs":
@@ -663,8 +699,23 @@ class Tp07Probes(LabProbes):
         }
 
 
-def kernel_reports(lines: list[str]) -> list[klog.Anomaly]:
-    return [a for a in klog.scan(lines).anomalies if a.severity != "info"]
+def kernel_reports(lines: list[str], session: GuestSession | None = None) -> list[klog.Anomaly]:
+    """The reports in `lines`; with a session, not the kinds a `no_reports` check of its kernel
+    judges (a locking report is ex1.locking's, wherever it is printed)."""
+    from grader.checks.lifecycle import covered_kinds
+
+    others = covered_kinds(session.run, session.kernel) if session is not None else set()
+    return [a for a in klog.scan(lines).anomalies if a.severity != "info" and a.kind not in others]
+
+
+def deadline(command: str, scratch: str, seconds: float, on_hang: str) -> str:
+    """A shell snippet: run `command` in the background, print its output if it ends within
+    `seconds` (guest time), else run `on_hang` and leave it behind: a task asleep on a lock
+    that is never released ignores even SIGKILL, so `timeout` would wait with it forever."""
+    ticks = max(1, int(seconds * 50))
+    return (f"rm -f {scratch}.done; ({command} >{scratch} 2>/dev/null; : >{scratch}.done) & "
+            f"n=0; while [ ! -e {scratch}.done ] && [ $n -lt {ticks} ]; do sleep 0.02; "
+            f"n=$((n+1)); done; if [ -e {scratch}.done ]; then cat {scratch}; else {on_hang}; fi")
 
 
 def first_line(text: str) -> str:
