@@ -165,6 +165,24 @@ def test_lanes_run_side_by_side_and_wait_for_the_results_they_need():
     assert res["r1"].reason != res["w2"].reason  # two threads
 
 
+def test_a_check_of_a_kernel_not_combined_is_not_graded_without_waiting_for_its_needs():
+    """Decided before the lanes start: waiting there for a guest check's result would wait
+    forever (a grading on the stock kernel only, the debug kernel's checks needing ex1's)."""
+    rubric = _rubric(_spec("a", "test_runs", cmd="echo a"),
+                     dataclasses.replace(_spec("d", "test_runs", needs=("a",), cmd="x"),
+                                         kernel="debug"))
+    run = _run(rubric, {"warped": [FakeGuest()]})
+    done: list = []
+    t = threading.Thread(target=lambda: done.append(_results(run)), daemon=True)
+    t.start()
+    t.join(30)
+    assert done, "the grading waited forever"
+    res = done[0]
+    assert res["a"].status is Status.PASSED
+    assert res["d"].status is Status.NOT_GRADED and res["d"].max_points == 2
+    assert "debug" in res["d"].reason
+
+
 def test_command_hung_is_raised_on_a_killed_command():
     run = _run(_rubric(), {"warped": [FakeGuest()]})
     s = run.session(run.profile, "warped")

@@ -86,7 +86,9 @@ def run_one(run: RunContext, spec: CheckSpec, session: GuestSession | None) -> C
     if session is not None:
         session.evidence = []
     kernel = run.kernel_of(spec)
-    reason = _skip_reason(run, spec)
+    # Not graded on this kernel: decided at once, without waiting for its needs (run before
+    # the lanes start, it would wait for them forever).
+    reason = _skip_reason(run, spec) if kernel is not None else None
     if kernel is None:
         why = run.unavailable.get(spec.kernel) or (
             f"grade with `--profile {spec.kernel}`, or with a rubric that combines it")
