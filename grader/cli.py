@@ -88,10 +88,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     result = load_json(Path(args.result).read_text())
     if args.out:
-        for fmt, path in write_reports(result, Path(args.out), set(args.format)).items():
+        for fmt, path in write_reports(result, Path(args.out), set(args.format),
+                                       audience=args.audience).items():
             print(f"{fmt}: {path}")
     else:
-        print(render_terminal(result, color=sys.stdout.isatty(), verbose=args.verbose))
+        print(render_terminal(result, color=sys.stdout.isatty(), verbose=args.verbose,
+                              audience=args.audience))
     return 0
 
 
@@ -145,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", action="append", default=[], choices=["json", "junit", "html", "text"])
     p.add_argument("--out", help="directory to write the formats to (default: terminal)")
     p.add_argument("--verbose", "-v", action="store_true", help="show the evidence of every check")
+    p.add_argument("--audience", choices=["staff", "student"], default="staff",
+                   help="student: leave the rubric's hidden checks out")
     p.set_defaults(func=cmd_report)
 
     from grader import run_cli

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from grader.profiles import DEFAULT_PROFILE, available_profiles
+from grader.report.audience import AUDIENCES, DEFAULT_AUDIENCE
 
 DESCRIPTION = """\
 Grades a TP07 submission exercise by exercise: takes it in safely, builds it with the grader's
@@ -76,6 +77,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--module", metavar="NAME",
                    help="module name when the submission does not say (default: the rubric's)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--audience", choices=AUDIENCES, default=DEFAULT_AUDIENCE,
+                   help="student: leave the rubric's hidden checks out of every output "
+                        "(what a course's CI shows its students); staff: everything")
     p.set_defaults(func=cmd_run)
 
 
@@ -101,10 +105,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                           compat=args.compat, module_name=args.module, backend=args.backend,
                           combine=None if args.combine is None else tuple(args.combine))
         result = safe_grade(opts, progress)
-        written = write_reports(result, out, formats)
+        written = write_reports(result, out, formats, audience=args.audience)
         if args.json:
-            print(render_json(result))
+            print(render_json(result, args.audience))
         else:
-            print(render_terminal(result, color=sys.stdout.isatty(), verbose=args.verbose))
+            print(render_terminal(result, color=sys.stdout.isatty(), verbose=args.verbose,
+                                  audience=args.audience))
             print("reports: " + ", ".join(str(p) for p in written.values()))
     return 0

@@ -313,3 +313,19 @@ def test_interface_and_clocks_are_reported_and_escaped(result: GradeResult) -> N
     assert "What the module created" in html and "realtime guest" in html
     text = render_terminal(result, verbose=True)
     assert "slab cache: task_sample" in text and "(ran in the realtime guest)" in text
+
+
+def test_report_command_for_students_leaves_hidden_checks_out(result: GradeResult, tmp_path,
+                                                             capsys) -> None:
+    from grader import cli
+
+    hidden = [c.id for e in result.exercises for c in e.checks if not c.visible]
+    assert hidden
+    saved = write_reports(result, tmp_path / "in", {"json"})["json"]
+    assert cli.main(["report", str(saved), "--out", str(tmp_path / "s"), "--format", "json",
+                     "--audience", "student"]) == 0
+    doc = load_json((tmp_path / "s" / "report.json").read_text(encoding="utf-8"))
+    ids = {c.id for e in doc.exercises for c in e.checks}
+    assert ids and not ids & set(hidden)
+    assert cli.main(["report", str(saved), "-v"]) == 0
+    assert all(h in capsys.readouterr().out for h in hidden)  # staff see everything

@@ -131,3 +131,11 @@ def test_missing_submission_is_the_students_problem(tmp_path, capsys):
     code = cli.main(["run", str(tmp_path / "missing.tgz"), "--out", str(tmp_path / "o"), "-q"])
     assert code == 3
     assert "missing.tgz" in capsys.readouterr().err
+
+
+def test_the_lab_hides_some_checks_from_students_and_run_offers_the_audience(capsys):
+    hidden = [c.id for c in load_rubric("tp07").checks() if not c.visible]
+    assert len(hidden) >= 2, hidden
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    assert "--audience" in capsys.readouterr().out
