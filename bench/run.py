@@ -57,12 +57,14 @@ def without_period(dst: Path, period_ms: int = 1000) -> Path:
     return dst
 
 
-def time_runs(sub: Path, runs: int, profile: str) -> tuple[list[float], GradeResult]:
+def time_runs(sub: Path, runs: int, profile: str,
+              combine: tuple[str, ...] = ()) -> tuple[list[float], GradeResult]:
     times, result = [], None
     for _i in range(runs):
         with tempfile.TemporaryDirectory() as out:
             t0 = time.monotonic()
-            result = grade(RunOptions(submission=sub, outdir=Path(out), profile=profile))
+            result = grade(RunOptions(submission=sub, outdir=Path(out), profile=profile,
+                                      combine=combine))
             times.append(time.monotonic() - t0)
     assert result is not None
     return times, result
@@ -82,7 +84,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--profile", default="6.1")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--only", default="reference,1hz,0.1hz,crash")
+    ap.add_argument("--only", default="reference,1hz,0.1hz,crash,combined,debug")
     a = ap.parse_args()
     only = set(a.only.split(","))
     qemu = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True)
@@ -97,6 +99,11 @@ def main() -> None:
         for key, sub in subs.items():
             if key in only:
                 show(names[key], *time_runs(sub, a.runs, a.profile))
+        ref = subs["reference"]
+        if "combined" in only:
+            show("ref + debug", *time_runs(ref, a.runs, a.profile, ("debug",)))
+        if "debug" in only:
+            show("ref on debug", *time_runs(ref, a.runs, "debug"))
 
 
 if __name__ == "__main__":
