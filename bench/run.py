@@ -44,14 +44,18 @@ def crashing_variant(dst: Path) -> Path:
 
 
 PERIOD = "module_param(period_ms, uint, 0444);"
+PERIOD_DESC = 'MODULE_PARM_DESC(period_ms, "Sampling period in milliseconds (default 1000)");'
 
 
 def without_period(dst: Path, period_ms: int = 1000) -> Path:
     src = (project_root() / "reference/taskmonitor/taskmonitor.c").read_text()
     if PERIOD not in src:
         sys.exit("cannot find the period parameter to remove")
-    src = src.replace(PERIOD, "").replace("static unsigned int period_ms = 1000;",
-                                          f"static unsigned int period_ms = {period_ms};")
+    src = src.replace(PERIOD, "").replace(PERIOD_DESC, "")
+    if "static unsigned int period_ms = 1000;" not in src:
+        sys.exit("cannot find the period's default to change")
+    src = src.replace("static unsigned int period_ms = 1000;",
+                      f"static unsigned int period_ms = {period_ms};")
     dst.mkdir(parents=True, exist_ok=True)
     (dst / "taskmonitor.c").write_text(src)
     return dst

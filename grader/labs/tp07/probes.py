@@ -168,8 +168,11 @@ class Tp07Probes(LabProbes):
         return self.run.settings
 
     def period_param(self) -> str | None:
+        # A parameter is what module_param() declares (a `parmtype` in .modinfo): a
+        # MODULE_PARM_DESC() left behind describes nothing the module takes.
         params = self.run.info.params if self.run.info else {}
-        return next((p for p in self.s.get("period_params", []) if p in params), None)
+        return next((p for p in self.s.get("period_params", [])
+                     if p in params and params[p].get("type")), None)
 
     def nominal_period_s(self, clock: str = "warped") -> float | None:
         """The sampling period the grader set, or None when the module has no such parameter."""
