@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 from grader.checks import Outcome, check
 from grader.checks.lifecycle import unload
 from grader.labs.tp07.ex1_history import lab
+from grader.labs.tp07.probes import shrink_first
 from grader.labs.tp07.samples import parse
 from grader.model import Evidence, Status
 
@@ -27,7 +28,8 @@ def slab_cache_used(c: CheckCall) -> Outcome:
     # Objects and samples in one command: guest time may fly between two.
     files = " ".join(f"/sys/kernel/slab/{c_}/objects" for c_ in caches)
     hist = f"echo @@; head -c 262144 {best.path} 2>/dev/null" if best else "true"
-    r = s.sh(f"for f in {files}; do echo \"M $f $(cut -d' ' -f1 $f)\"; done; {hist}", quiet=True)
+    r = s.sh(f"{shrink_first(list(caches))}for f in {files}; do echo \"M $f $(cut -d' ' -f1 $f)\"; "
+             f"done; {hist}", quiet=True)
     head, _, text = r.stdout.partition("@@\n")
     count = p._parse_count(head)
     shown = len(parse(text, p.pids(s)).samples) if best else 0

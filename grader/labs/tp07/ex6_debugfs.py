@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from grader.checks import Outcome, check
 from grader.labs.tp07.ex1_history import lab, strict_file
-from grader.labs.tp07.probes import deadline, kernel_reports
+from grader.labs.tp07.probes import SHORT_READ_CAP, deadline, kernel_reports
 from grader.model import Evidence, Status
 
 if TYPE_CHECKING:
@@ -66,7 +66,10 @@ def debugfs_short_reads(c: CheckCall) -> Outcome:
     v = _debugfs_view(c)
     assert v is not None  # needs ex6.debugfs
     long = p.long_history(s)
-    a = long.short_reads.get(v.path, "").splitlines()
+    short = long.short_reads.get(v.path, "")
+    if len(short.encode()) >= SHORT_READ_CAP and not short.endswith("\n"):
+        short = short.rsplit("\n", 1)[0]  # the probe stops reading there: a line cut in two
+    a = short.splitlines()
     b = long.after_short.get(v.path, "").splitlines()
     if not a:
         return Outcome.fail("reading 7 bytes at a time gives nothing", "the history", "empty",
