@@ -201,10 +201,10 @@ class Guest:
                 self._finish_restore()
             else:
                 self._wait_ready()
-        except GuestError:
+        except GuestError as e:
             log = self.console_lines[-40:]
             self.close()
-            raise GuestError(f"guest {'restore' if restore else 'boot'} failed; QEMU said: "
+            raise GuestError(f"guest {'restore' if restore else 'boot'} failed: {e}; QEMU said: "
                              f"{self._qemu_log()}; console tail:\n" + "\n".join(log)) from None
 
     def _wait_ready(self) -> None:

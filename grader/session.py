@@ -11,6 +11,7 @@ from grader.backends import Backend
 from grader.build import BuildRequest, BuildResult, build_module
 from grader.errors import EnvironmentProblem
 from grader.guest import Guest, qemu_version
+from grader.limits import DEFAULT as LIMITS
 from grader.profiles import Profile, cache_root, load_profile, project_root
 
 REFERENCE_DIR = "reference/taskmonitor"
@@ -68,15 +69,16 @@ def boot(env: Environment, modules: dict[str, Path], workdir: Path | None = None
     """A guest (not started yet: use it as a context manager) with the modules under /mod.
 
     By default it is restored from the profile's saved guest of that clock (made on first
-    use, see grader/snapshots.py); `snapshot=False`, an extra kernel command line or
-    GRADER_SNAPSHOTS=0 boot it instead."""
+    use, see grader/snapshots.py); `snapshot=False`, an extra kernel command line, modules
+    larger than LIMITS.restore_payload_bytes or GRADER_SNAPSHOTS=0 boot it instead."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix="grader-guest-"))
     workdir.mkdir(parents=True, exist_ok=True)
     files = {f"{n}.ko": p.read_bytes() for n, p in modules.items()}
     launcher = backend.launcher() if backend else None
     clk = env.profile.clock(clock)
     use_snapshot = snapshots.enabled() if snapshot is None else snapshot
-    if use_snapshot and not extra_cmdline:
+    small = sum(len(b) for b in files.values()) <= LIMITS.restore_payload_bytes
+    if use_snapshot and small and not extra_cmdline:
         qemu = getattr(backend, "qemu_version", "") or env.qemu
         snap = snapshots.ensure(env, clk, launcher=launcher, qemu=qemu, progress=progress)
         spec = dataclasses.replace(snapshots.spec_for(env, clk, snap.initrd),

@@ -7,7 +7,8 @@ import time
 import pytest
 from conftest import PROFILES
 
-from grader import klog
+from grader import klog, session
+from grader.limits import DEFAULT as LIMITS
 from grader.session import boot, build_reference
 
 pytestmark = pytest.mark.guest
@@ -108,3 +109,14 @@ def test_every_stage_builds_and_loads(profile, envs, tmp_path):
             assert g.rmmod("taskmonitor").ok, f"stage {stage}"
         scan = klog.scan(g.console_lines)
         assert scan.clean, scan.anomalies
+
+
+def test_large_modules_boot_cold_small_ones_are_restored(envs, tmp_path):
+    """A restored guest reads its modules through fw_cfg in time quadratic in their size (a
+    2.3 MB payload took over 15 s): past LIMITS.restore_payload_bytes the guest boots cold."""
+    env = envs["6.1"]
+    big, small = tmp_path / "big.ko", tmp_path / "small.ko"
+    big.write_bytes(bytes(LIMITS.restore_payload_bytes + 1))
+    small.write_bytes(bytes(4096))
+    assert session.boot(env, {"big": big}, tmp_path / "g1", snapshot=True).spec.snapshot is None
+    assert session.boot(env, {"small": small}, tmp_path / "g2", snapshot=True).spec.snapshot
