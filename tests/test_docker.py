@@ -16,6 +16,8 @@ import pytest
 from conftest import unavailable
 
 from grader import session
+from grader.build import inner_command
+from grader.docker_backend import run_command
 from grader.errors import EnvironmentProblem
 from grader.model import Status
 from grader.profiles import project_root
@@ -76,8 +78,12 @@ def test_build_reference_and_a_compile_error(envs, backend, tmp_path):
     assert r.status is Status.PASSED, r.log
     assert r.ko is not None and r.ko.is_file() and r.ko.stat().st_uid == os.getuid()
     assert (tmp_path / "ok" / "build.log").read_text() == r.log
-    assert r.command[:2] == ["docker", "run"] and "none" in r.command
-    assert "--read-only" in r.command and "ALL" in r.command
+    # The report shows the command run in the sandbox, without the host's paths...
+    assert r.command == inner_command(env.kernel)
+    # ...and the container that ran it has no network, a read-only root, no capabilities.
+    cmd = run_command(backend.build_spec("img", env.kernel, tmp_path / "ok"))
+    assert cmd[:2] == ["docker", "run"] and ["--network", "none"] == cmd[4:6]
+    assert "--read-only" in cmd and cmd[cmd.index("--cap-drop") + 1] == "ALL"
 
     bad = tmp_path / "bad"
     bad.mkdir()
