@@ -12,7 +12,7 @@ from pathlib import Path
 from grader.errors import EnvironmentProblem
 
 GUEST_SRC = Path(__file__).resolve().parent / "guest_image"
-HELPERS = ("agent", "burn", "memhog", "readloop")
+HELPERS = ("agent", "burn", "memhog", "readloop", "rtrun")
 BUSYBOX = Path("/bin/busybox")
 
 

@@ -168,7 +168,7 @@ def sysfs_page_bound(c: CheckCall) -> Outcome:
 def memory_returned(c: CheckCall) -> Outcome:
     p, s = lab(c), c.guest
     rec = unload(s)
-    if rec.thread_crash is not None and not rec.observed:
+    if rec.thread_crash is not None and not rec.lab_observed:
         return Outcome.skip("the kernel crashed right after rmmod, in a thread the module left "
                             "running (charged to the kthread check): nothing could be observed")
     u = p.unload_obs(s)

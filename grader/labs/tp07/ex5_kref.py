@@ -93,7 +93,7 @@ def references_balanced(c: CheckCall) -> Outcome:
                        "(kref_put missing after kref_get, or after save_sample's reference)", [ev])
     rec = unload(s)
     u = p.unload_obs(s)
-    if (rec.thread_crash is not None and not rec.observed) or u is None:
+    if (rec.thread_crash is not None and not rec.lab_observed) or u is None:
         return Outcome.skip("no sample was seen leaving the history (no working shrinker) and "
                             "rmmod could not be observed: the references could not be counted")
     if "ex1.freed" in u.blame:

@@ -589,13 +589,14 @@ class Tp07Probes(LabProbes):
         settle = min(3.0, max(0.3, 2 * self.period_s(session)))
         load = session.last_load
         own = list(load.interface.caches) if load else []
-        # One line: "<cache>=<objects> ... K=<objects in the kmalloc caches>".
-        each = "".join(f"[ -r /sys/kernel/slab/{shlex.quote(c)}/objects ] && printf '%s=%s ' "
-                       f"{shlex.quote(c)} $(cut -d' ' -f1 /sys/kernel/slab/{shlex.quote(c)}/objects); "
-                       for c in own)
-        kmalloc = ("printf 'K=%s' $(cat /sys/kernel/slab/kmalloc-*/objects | cut -d' ' -f1 | "
-                   "awk '{s+=$1} END{print s+0}')")
-        return settle, shrink_first(own) + each + kmalloc
+        # One line: "<cache>=<objects> ... K=<objects in the kmalloc caches>", from one awk
+        # (a thread left running may crash the kernel as soon as it wakes up: be quick).
+        files = "".join(f"[ -r /sys/kernel/slab/{shlex.quote(c)}/objects ] && "
+                        f"objs=\"$objs /sys/kernel/slab/{shlex.quote(c)}/objects\"; " for c in own)
+        count = ("awk '{n=split(FILENAME,p,\"/\"); c=p[n-1]} c ~ /^kmalloc-/ {k+=$1; next} "
+                 "{printf \"%s=%s \", c, $1} END{printf \"K=%d\", k}' "
+                 "/sys/kernel/slab/kmalloc-*/objects $objs")
+        return settle, "objs=; " + files + shrink_first(own) + count
 
     @staticmethod
     def _parse_line_count(line: str) -> SlabCount:
@@ -617,7 +618,8 @@ class Tp07Probes(LabProbes):
         lines = session.console_since(0)[start:end]
         still = [ln for ln in lines if "still has objects" in ln or "Objects remaining" in ln]
         cs.unload = AtUnload(n, before, after, list(unload.caches_left), still, (start, end))
-        self._blame(session, cs.unload)
+        if unload.lab_observed:
+            self._blame(session, cs.unload)
 
     def unload_obs(self, session: GuestSession) -> AtUnload | None:
         return self.clock(session).unload
