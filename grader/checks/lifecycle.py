@@ -228,7 +228,8 @@ def reloads(c: CheckCall) -> Outcome:
     names = set((s.last_load or s.first_load).interface.kthreads.values()) \
         if (s.last_load or s.first_load) else set()
     try:
-        r2 = g.rmmod(c.run.module, timeout=s.timeout("insmod"))
+        # Under rtrun, like the first rmmod: a thread left running waits for the end of rmmod.
+        r2 = g.run(f"rtrun rmmod {shlex.quote(c.run.module)}", s.timeout("insmod"))
     except GuestDied as e:
         if first.thread_crash is None or crashed_thread(e.log) not in names:
             raise
@@ -242,10 +243,16 @@ def reloads(c: CheckCall) -> Outcome:
     s.record(f"rmmod {c.run.module} (again)", r2, "exit 0")
     # What the second rmmod reports again (a leak, ...) is charged where the first one was.
     c.run.lab.after_second_unload(s, (mark2, s.console_mark()))
-    if first.thread_crash is not None and r2.ok:
-        # Its thread is still running and will crash this guest: a fresh one for what follows.
-        s.loaded = False
-        s.discard()
+    if first.thread_crash is not None:
+        # The thread left running races the exit function (a sample allocated after the
+        # history was freed: "still has objects"): the kthread check's, like its crash.
+        for spec in c.run.rubric.checks():
+            if spec.kind == "no_kthread_left":
+                s.claim(mark2, s.console_mark(), spec.id)
+        if r2.ok:
+            # Its thread still runs and will crash this guest: a fresh one for what follows.
+            s.loaded = False
+            s.discard()
     if problem:
         return Outcome.fail(f"loaded again, but {problem}")
     if not r2.ok:

@@ -70,14 +70,16 @@ def shrinker_debugfs_counts(c: CheckCall) -> Outcome:
     own = load.interface.caches
     objs = " ".join(f"/sys/kernel/slab/{x}/objects" for x in own)
     count_objs = f"cat {objs} 2>/dev/null | cut -d' ' -f1 | awk '{{s+=$1}} END{{print s+0}}'" if own else "echo 0"
-    step = "echo @@; cat {d}/count; echo @@; {hist}; echo @@; {count_objs}"
     # Half of what the history holds (about: samples keep coming while the command runs).
     first = p.read(s, best.path).samples if best else []
     k = max(10, len(first) // 2)
-    r = s.sh(f"{step.format(d=d, hist=hist, count_objs=count_objs)}; echo '0 0 {k}' > {d}/scan; "
-             f"{step.format(d=d, hist=hist, count_objs=count_objs)}", quiet=True)
+    # The two counts right before and after the scan, with nothing in between: a fast sampler
+    # (5 ms here, on a slow kernel) adds samples while the histories are printed (seen: 155
+    # during one command, which hid the 139 that the scan freed).
+    r = s.sh(f"echo @@; {hist}; echo @@; {count_objs}; echo @@; cat {d}/count; "
+             f"echo '0 0 {k}' > {d}/scan; echo @@; cat {d}/count; echo @@; {hist}", quiet=True)
     parts = r.stdout.split("@@\n")
-    if len(parts) < 7:
+    if len(parts) < 6:
         return Outcome(Status.FAILED, f"{d} could not be read: {r.stderr.strip()}")
 
     def total(text: str) -> int:
@@ -85,14 +87,14 @@ def shrinker_debugfs_counts(c: CheckCall) -> Outcome:
                    and x.split()[1].isdigit())
 
     pids = p.pids(s)
-    count0, count1 = total(parts[1]), total(parts[4])
-    held0, held1 = len(parse(parts[2], pids).samples), len(parse(parts[5], pids).samples)
-    objs0 = int(parts[3].strip() or 0)
+    count0, count1 = total(parts[3]), total(parts[4])
+    held0, held1 = len(parse(parts[1], pids).samples), len(parse(parts[5], pids).samples)
+    objs0 = int(parts[2].strip() or 0)
     reserve = p.pool_reserve(s)
     if not complete and own:
         held0 = max(held0, objs0 - reserve)  # sysfs shows the newest page only
     seen = (f"{d}: count {count0} with {held0} samples held; after 'scan {k}': count {count1}, "
-            f"samples shown {len(parse(parts[2], pids).samples)} -> {held1}")
+            f"samples shown {len(parse(parts[1], pids).samples)} -> {held1}")
     ev = [Evidence(f"cat {d}/count; echo '0 0 {k}' > {d}/scan; cat {d}/count",
                    f"count = the samples held; a scan of {k} frees about {k}", seen)]
     if held0 >= 3 and count0 == 0:
@@ -101,7 +103,7 @@ def shrinker_debugfs_counts(c: CheckCall) -> Outcome:
     if held0 >= 3 and not (0.5 * held0 - 5 <= count0 <= 1.5 * held0 + 10):
         return Outcome(Status.FAILED, f"count_objects reports {count0} with {held0} samples held: "
                        "it must count the samples the shrinker can free", ev)
-    shown_drop = len(parse(parts[2], pids).samples) - held1
+    shown_drop = len(parse(parts[1], pids).samples) - held1
     if held0 >= k and count0 - count1 < k // 2 and shown_drop < k // 2:
         return Outcome(Status.FAILED, f"a scan of {k} freed nothing the count or the history "
                        f"shows ({count0} -> {count1}): scan_objects must free up to nr_to_scan "

@@ -248,9 +248,13 @@ class Tp07Probes(LabProbes):
         paths = shlex.quote(self.s["sysfs"])
         pre = f"ls /sys/kernel/slab > /tmp/.slabs0; {self._KMALLOC}"
         new = "ls /sys/kernel/slab | awk 'NR == FNR { seen[$0] = 1; next } !seen[$0]' /tmp/.slabs0 -"
-        post = (f"for c in $({new}); "
+        # The objects counted between two counts of the lines, with nothing slow in between
+        # (a sample more between them would hide a reserve: seen on the debug kernel, where
+        # the kmalloc sum took three sampling periods); the later count is the one used.
+        lines = f"for f in {paths}; do [ -f $f ] && echo L $(wc -l < $f); done"
+        post = (f"n=$({new}); {lines}; for c in $n; "
                 "do echo \"M /sys/kernel/slab/$c/objects $(cut -d' ' -f1 /sys/kernel/slab/$c/objects)\"; "
-                f"done; {self._KMALLOC}; for f in {paths}; do [ -f $f ] && echo L $(wc -l < $f); done; true")
+                f"done; {lines}; {self._KMALLOC}; true")
         return pre, post
 
     def after_load(self, session: GuestSession, load: Load, pre: str, post: str) -> None:
