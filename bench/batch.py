@@ -1,6 +1,6 @@
 """Batch throughput: `grader batch` over a class of variants at -j1 and -j2, and a resumed batch.
 
-    python bench/batch.py [--count 12] [--jobs 1 2] [--runs 1] [--profile 6.1]
+    python bench/batch.py [--count 12] [--jobs 1 2] [--runs 1] [--profile 6.1] [--no-combine]
 
 The class is the variant corpus of tests/variants/ (single-bug modules: some crash, most load
 and lose a few points), cycled to --count submissions, each made unique by a comment so that no
@@ -37,9 +37,10 @@ def make_class(dest: Path, count: int) -> list[Path]:
     return subs
 
 
-def run_batch(list_file: Path, out: Path, jobs: int, profile: str) -> tuple[float, int]:
+def run_batch(list_file: Path, out: Path, jobs: int, profile: str,
+              extra: tuple[str, ...] = ()) -> tuple[float, int]:
     cmd = [sys.executable, "-m", "grader.cli", "batch", str(list_file), "--out", str(out),
-           "-j", str(jobs), "--profile", profile, "--quiet"]
+           "-j", str(jobs), "--profile", profile, "--quiet", *extra]
     t0 = time.monotonic()
     r = subprocess.run(cmd, capture_output=True, text=True)
     dt = time.monotonic() - t0
@@ -59,22 +60,27 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--profile", default="6.1")
+    ap.add_argument("--no-combine", action="store_true",
+                    help="grade on the profile's kernel only (by default the rubric combines the "
+                         "debug kernel's checks, when it is provisioned)")
     a = ap.parse_args()
+    extra = ("--no-combine",) if a.no_combine else ()
     with tempfile.TemporaryDirectory(prefix="gb-") as tmp:
         root = Path(tmp)
         subs = make_class(root / "c", a.count)
         lst = root / "list.txt"
         lst.write_text("".join(f"{s}\n" for s in subs))
         print(f"class: {len(subs)} submissions (variants of tests/variants, profile "
-              f"{a.profile}); {time.strftime('%Y-%m-%d %H:%M:%S')}")
+              f"{a.profile}{', no debug kernel' if a.no_combine else ', combined as the rubric says'}"
+              f"); {time.strftime('%Y-%m-%d %H:%M:%S')}")
         for jobs in a.jobs:
             rates, resumed, per_sub = [], [], []
             for run in range(a.runs):
                 out = root / f"o{jobs}{run}"
-                dt, rc = run_batch(lst, out, jobs, a.profile)
+                dt, rc = run_batch(lst, out, jobs, a.profile, extra)
                 rates.append(len(subs) / dt * 60)
                 per_sub += graded_seconds(out)
-                again, _ = run_batch(lst, out, jobs, a.profile)
+                again, _ = run_batch(lst, out, jobs, a.profile, extra)
                 resumed.append(again)
                 note = "" if rc == 0 else " (some without a final grade)"
                 print(f"  -j{jobs} run {run + 1}: {dt:6.1f} s = {rates[-1]:5.2f} subs/min, "
