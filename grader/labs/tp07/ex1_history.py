@@ -76,11 +76,26 @@ def sysfs_format(c: CheckCall) -> Outcome:
 @check("usr_grows")
 def usr_grows(c: CheckCall) -> Outcome:
     """The user time shown is the target's: it grows while the target spins and hardly when it
-    idles (the same guest time each), whatever its unit (ns, ms, jiffies, seconds)."""
+    idles (the same guest time each), whatever its unit (ns, ms, jiffies, seconds). A failed
+    comparison is measured once more: a module that shows something else fails both, while a
+    correct one was seen once (in 1 CI run) to jump by 0.9 s of usr during the idle window."""
     p, s = lab(c), c.guest
     views = p.views(s).views
     if not views:
         return Outcome.fail("no file shows samples")
+    first = _usr_grows_once(c)
+    if first.status is Status.PASSED:
+        return first
+    again = _usr_grows_once(c)
+    if again.status is Status.PASSED:
+        return Outcome(Status.PASSED, again.reason + " (measured twice: the first time, "
+                       + first.reason + ")", again.evidence)
+    return again
+
+
+def _usr_grows_once(c: CheckCall) -> Outcome:
+    p, s = lab(c), c.guest
+    views = p.views(s).views
     target = p.target(s)
     window = max(2.0, 4 * p.period_s(s))
     paths = [v.path for v in views]
