@@ -49,13 +49,12 @@ def crashed_thread(lines: list[str]) -> str | None:
     return None
 
 
-def _observe(rec: Unload, text: str) -> bool:
-    """What the unload script printed (stdout, or the kernel log when the guest died)."""
+def _observe(rec: Unload, text: str) -> int | None:
+    """What the unload script printed (stdout, or the kernel log when the guest died): rmmod's
+    exit status, or None when the script's mark is not there."""
     m = _MARKED.search(text)
     if m is None:
-        return False
-    rec.result = CommandResult(rec.result.command, int(m.group(1)), "", rec.result.stderr,
-                               rec.result.elapsed_s)
+        return None
     rec.observed = True
     rec.left = m.group(2).split()
     rec.caches_left = m.group(3).split()
@@ -63,7 +62,7 @@ def _observe(rec: Unload, text: str) -> bool:
     if lab is not None:
         rec.lab_observed = True
         rec.lab = lab.group(1)
-    return True
+    return int(m.group(1))
 
 
 def unload(session: GuestSession) -> Unload:
@@ -114,7 +113,6 @@ def unload(session: GuestSession) -> Unload:
             return rec
         session.loaded = False
         _observe(rec, raw.stdout)
-        rec.result = r
         rec.console = (mark, session.console_mark())
         session.run.lab.after_unload(session, rec)
         out = session.sh(f"sleep {settle:.2f}; {inventory.KTHREADS}", quiet=True,
@@ -123,7 +121,9 @@ def unload(session: GuestSession) -> Unload:
         if crashed_thread(e.log) not in names:
             raise
         # What the guest saw before it died, from its kernel log.
-        if not rec.observed and _observe(rec, "\n".join(g.console_lines[mark:])):
+        rc = None if rec.observed else _observe(rec, "\n".join(g.console_lines[mark:]))
+        if rc is not None:
+            rec.result = CommandResult(rec.result.command, rc, "", "", 0.0)
             rec.console = (mark, len(g.console_lines))
             session.run.lab.after_unload(session, rec)
         rec.thread_crash = (e.reason, e.log)
@@ -211,7 +211,7 @@ def files_removed(c: CheckCall) -> Outcome:
 @check("reloads")
 def reloads(c: CheckCall) -> Outcome:
     s = c.guest
-    unload(s)
+    first = unload(s)
     g = s.ensure_guest()
     mark = s.console_mark()
     params = c.run.lab.insmod_params(s)
@@ -224,9 +224,7 @@ def reloads(c: CheckCall) -> Outcome:
         return Outcome.fail(f"the module does not load a second time: {r.stderr.strip()}")
     problem = c.run.lab.after_reload(s)
     mark2 = s.console_mark()
-    first = unload(s)
-    names = set((s.last_load or s.first_load).interface.kthreads.values()) \
-        if (s.last_load or s.first_load) else set()
+    names = set(s.first_load.interface.kthreads.values()) if s.first_load else set()
     try:
         # Under rtrun, like the first rmmod: a thread left running waits for the end of rmmod.
         r2 = g.run(f"rtrun rmmod {shlex.quote(c.run.module)}", s.timeout("insmod"))
